@@ -1,0 +1,89 @@
+"""The checkpoint: weights + the model's name and arguments + class table + time grid + normalisation.
+
+A plain dict of tensors, strings and numbers saved with ``torch.save`` and read back with
+``torch.load(weights_only=True)``, so loading a checkpoint never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .atomic import atomic_path
+from .dataset.timegrid import TimeGrid
+from .errors import CropmapError
+from .models import build_model
+from .nomenclature import ClassTable
+
+FORMAT = "cropmap-checkpoint"
+VERSION = 1
+CHECKPOINT_NAME = "model.pt"
+
+
+@dataclass
+class Checkpoint:
+    model_name: str
+    model_kwargs: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    class_table: ClassTable
+    time_grid: TimeGrid
+    bands: tuple[str, ...]
+    norm_mean: np.ndarray
+    norm_std: np.ndarray
+    extra: dict[str, Any]
+
+    def build(self) -> nn.Module:
+        model = build_model(self.model_name, in_channels=len(self.bands), num_classes=self.class_table.num_classes,
+                            **self.model_kwargs)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_name": ckpt.model_name,
+        "model_kwargs": dict(ckpt.model_kwargs),
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
+        "class_table": ckpt.class_table.to_dict(),
+        "time_grid": ckpt.time_grid.to_dict(),
+        "bands": list(ckpt.bands),
+        "norm": {"mean": [float(v) for v in ckpt.norm_mean], "std": [float(v) for v in ckpt.norm_std]},
+        "extra": ckpt.extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path | str) -> Checkpoint:
+    """Read a checkpoint file, or the ``model.pt`` inside a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise CropmapError(f"{path}: checkpoint does not exist (train one with `cropmap train`)")
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, foreign pickle with objects, ...
+        raise CropmapError(f"{path}: not a readable cropmap checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise CropmapError(f"{path}: not a cropmap checkpoint")
+    if d.get("version") != VERSION:
+        raise CropmapError(f"{path}: checkpoint version {d.get('version')} is not supported (expected {VERSION})")
+    return Checkpoint(
+        model_name=d["model_name"],
+        model_kwargs=d["model_kwargs"],
+        state_dict=d["state_dict"],
+        class_table=ClassTable.from_dict(d["class_table"]),
+        time_grid=TimeGrid.from_dict(d["time_grid"]),
+        bands=tuple(d["bands"]),
+        norm_mean=np.asarray(d["norm"]["mean"], dtype=np.float32),
+        norm_std=np.asarray(d["norm"]["std"], dtype=np.float32),
+        extra=d.get("extra", {}),
+    )

@@ -1,0 +1,153 @@
+"""The ``cropmap`` command line: each command parses its options, loads a config and calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import CropmapError
+
+
+def _build(a: argparse.Namespace) -> None:
+    from .config import BuildConfig, load_config
+    from .dataset.build import build_dataset
+
+    cfg = load_config(BuildConfig, a.config, period_days=a.period, patch_size=a.patch_size, level=a.level,
+                      keep_scl=a.keep_scl, seed=a.seed, erode=a.erode)
+    s = build_dataset(a.imagery, a.parcels, a.out, cfg, overwrite=a.overwrite)
+    print(f"dataset {s.path}: {s.n_patches} patches, {s.steps} time steps, {len(s.classes)} classes, "
+          f"{s.n_parcels} parcels")
+
+
+def _train(a: argparse.Namespace) -> None:
+    from .config import TrainConfig, load_config
+    from .train import train_model
+
+    model = dict(name=a.model, hidden=a.hidden, embed_dim=a.embed_dim, unet_base=a.unet_base, unet_depth=a.unet_depth)
+    cfg = load_config(TrainConfig, a.config, model=model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                      seed=a.seed, max_steps=a.max_steps, num_workers=a.num_workers, crop=a.crop,
+                      threads=a.threads, accelerator=a.accelerator)
+    s = train_model(a.data, a.out, cfg, overwrite=a.overwrite)
+    print(f"{s.model} ({s.parameters:,} parameters): best val mIoU {s.best_val_miou:.3f} at epoch {s.best_epoch}, "
+          f"{s.seconds:.0f} s; checkpoint {s.run / 'model.pt'}")
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from .evaluate import evaluate_run
+
+    m = evaluate_run(a.run, a.data, split=a.split, out=a.out)
+    print(f"{m['model']} on {m['split']}: OA {m['overall_accuracy']:.3f}  mIoU {m['miou']:.3f}  "
+          f"macro-F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}")
+
+
+def _predict(a: argparse.Namespace) -> None:
+    from .predict import predict_map
+
+    s = predict_map(a.run, a.imagery, a.out, parcels=a.parcels, parcels_out=a.parcels_out, tile=a.tile,
+                    overwrite=a.overwrite)
+    print(f"map {s.map_path} ({s.pixels:,} px, {s.nodata_pixels:,} without observation, {s.seconds:.0f} s)"
+          + (f"; parcels {s.parcels_path}" if s.parcels_path else ""))
+
+
+def _demo(a: argparse.Namespace) -> None:
+    from .demo.run import run_demo
+
+    run_demo(a.out, size=a.size, seed=a.seed, epochs=a.epochs, overwrite=a.overwrite)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cropmap", description="Crop-type maps from Sentinel-2 time series and RPG parcels.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--version", action="version", version=f"cropmap {__import__('cropmap').__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="generate the demo scene and run build, train, evaluate and predict on it")
+    d.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
+    d.add_argument("--size", type=int, default=512, help="scene side in pixels (default: 512)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--epochs", type=int, default=None, help="training epochs per model")
+    d.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo run")
+    d.set_defaults(func=_demo)
+
+    b = sub.add_parser("build", help="imagery folder + parcels -> patch dataset (Zarr)")
+    b.add_argument("--imagery", type=Path, required=True, help="folder of per-date GeoTIFFs (S2_YYYY-MM-DD.tif)")
+    b.add_argument("--parcels", type=Path, required=True, help="parcels (GeoPackage, RPG schema)")
+    b.add_argument("--out", type=Path, required=True, help="dataset to write (a .zarr folder)")
+    b.add_argument("--config", type=Path, help="YAML file with BuildConfig fields")
+    b.add_argument("--period", type=int, help="composite period in days (default 10)")
+    b.add_argument("--patch-size", type=int, help="patch side in pixels (default 64)")
+    b.add_argument("--level", choices=["group", "crop"], help="label level (default group)")
+    b.add_argument("--keep-scl", type=int, nargs="+", help="SCL classes kept as clear (default 4 5 6 7)")
+    b.add_argument("--erode", type=int, help="parcel border pixels set to ignore (default 1)")
+    b.add_argument("--seed", type=int, help="seed of the spatial split")
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(func=_build)
+
+    t = sub.add_parser("train", help="train a model on a dataset")
+    t.add_argument("--data", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True, help="run folder")
+    t.add_argument("--config", type=Path, help="YAML file with TrainConfig fields (model: {...} nested)")
+    t.add_argument("--model", help="registered model name (default tempcnn-unet)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    t.add_argument("--num-workers", type=int)
+    t.add_argument("--crop", type=int, help="train on random crops of this size")
+    t.add_argument("--threads", type=int)
+    t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"])
+    t.add_argument("--hidden", type=int, help="temporal CNN channels")
+    t.add_argument("--embed-dim", type=int, help="temporal embedding size D")
+    t.add_argument("--unet-base", type=int)
+    t.add_argument("--unet-depth", type=int)
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a run on a dataset split")
+    e.add_argument("--run", type=Path, required=True)
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--out", type=Path, help="folder for metrics.json and confusion.png (default: the run)")
+    e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("predict", help="crop map (COG) and per-parcel predictions")
+    r.add_argument("--run", type=Path, required=True)
+    r.add_argument("--imagery", type=Path, required=True)
+    r.add_argument("--out", type=Path, required=True, help="map to write (.tif)")
+    r.add_argument("--parcels", type=Path)
+    r.add_argument("--parcels-out", type=Path, help="GeoPackage of per-parcel predictions")
+    r.add_argument("--tile", type=int, default=192, help="tile side in pixels")
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.INFO if args.debug else logging.WARNING)
+    if not args.debug:
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+    from .runtime import tune_allocator
+
+    tune_allocator()
+    try:
+        args.func(args)
+    except CropmapError as e:
+        if args.debug:
+            raise
+        print(f"cropmap: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cropmap: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

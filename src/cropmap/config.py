@@ -1,0 +1,108 @@
+"""Frozen configs for each stage; fields equal the library parameters and the CLI option names."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import CropmapError
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    period_days: int = 10  # length of one composite step
+    patch_size: int = 64  # patch side in pixels
+    keep_scl: tuple[int, ...] = (4, 5, 6, 7)  # SCL classes kept as clear: vegetation, bare, water, unclassified
+    level: str = "group"  # label level: "group" (RPG CODE_GROUP) or "crop" (CODE_CULTU)
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / val / test share of spatial blocks
+    erode: int = 1  # parcel border width (pixels) set to the ignore label
+    seed: int = 0  # seeds the block split
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "tempcnn-unet"  # a name in the model registry (cropmap.models.MODELS)
+    hidden: int = 32  # temporal CNN channels
+    kernel_size: int = 5  # temporal convolution kernel
+    temporal_layers: int = 3
+    embed_dim: int = 32  # D: per-pixel temporal embedding size
+    unet_base: int = 32  # U-Net channels at full resolution (doubled at each level)
+    unet_depth: int = 2  # number of down-samplings in the U-Net
+    dropout: float = 0.1
+
+    def kwargs(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("name")
+        return d
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    max_steps: int = -1  # stop after this many optimiser steps (-1: no limit); for smoke tests
+    num_workers: int = 0  # DataLoader worker processes
+    augment: bool = True  # random flips and 90-degree rotations
+    crop: int = 0  # train on random crop x crop windows of each patch (0: whole patches)
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    accelerator: str = "auto"  # "cpu", "gpu" or "auto"
+
+
+C = TypeVar("C")
+
+
+def load_config(cls: type[C], path: Path | str | None = None, **overrides: Any) -> C:
+    """Build ``cls`` from defaults, then a YAML file, then non-None ``overrides``; unknown keys are errors."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise CropmapError(f"{p}: config file does not exist") from None
+        except yaml.YAMLError as e:
+            raise CropmapError(f"{p}: not valid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise CropmapError(f"{p}: expected a mapping of option: value")
+        values.update(loaded)
+    for k, v in overrides.items():
+        if v is None or (isinstance(v, dict) and not any(x is not None for x in v.values())):
+            continue
+        if isinstance(v, dict) and isinstance(values.get(k), dict):
+            values[k] = {**values[k], **{a: b for a, b in v.items() if b is not None}}
+        elif isinstance(v, dict):
+            values[k] = {a: b for a, b in v.items() if b is not None}
+        else:
+            values[k] = v
+    return _from_dict(cls, values, str(path or "options"))
+
+
+def _from_dict(cls: type[C], values: dict[str, Any], source: str) -> C:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise CropmapError(f"{source}: unknown option(s) {', '.join(unknown)} for {cls.__name__}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            if isinstance(value, dict):
+                value = _from_dict(type(default), {**dataclasses.asdict(default), **value}, source)
+            elif not dataclasses.is_dataclass(value):
+                raise CropmapError(f"{source}: option {name} must be a mapping")
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

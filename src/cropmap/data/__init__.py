@@ -1,0 +1,1 @@
+"""PyTorch side of the dataset: patches, normalisation, augmentation, batching."""

@@ -1,0 +1,28 @@
+"""Models by name, so that checkpoints and configs can say which one they hold."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str) -> Callable:
+    def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        MODELS[name] = builder
+        return builder
+
+    return deco
+
+
+def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
+    """Instantiate a registered model; ``kwargs`` are its hyper-parameters (stored in checkpoints)."""
+    if name not in MODELS:
+        from ..errors import CropmapError
+
+        raise CropmapError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)

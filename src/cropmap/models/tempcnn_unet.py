@@ -1,0 +1,52 @@
+"""The seed model (temporal CNN per pixel + U-Net) and its pixel-only baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import register
+from .temporal import TemporalCNN, embed_pixels
+from .unet import UNet
+
+
+class TempCNNUNet(nn.Module):
+    """``x [B, C, T, H, W]`` -> ``[B·H·W, C, T]`` -> temporal CNN -> ``[B, D, H, W]`` -> U-Net -> ``[B, K, H, W]``."""
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, kernel_size: int = 5,
+                 temporal_layers: int = 3, embed_dim: int = 64, unet_base: int = 32, unet_depth: int = 2,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.temporal = TemporalCNN(in_channels, hidden, kernel_size, temporal_layers, embed_dim, dropout)
+        self.spatial = UNet(embed_dim, num_classes, unet_base, unet_depth)
+
+    def forward(self, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None = None,
+                reference: bool = False) -> torch.Tensor:
+        """``x [B, C, T, H, W]``, ``doy [B, T]``, ``mask [B, T]`` -> logits ``[B, K, H, W]``."""
+        return self.spatial(embed_pixels(self.temporal, x, doy, mask, reference))
+
+
+class TempCNNPixel(nn.Module):
+    """The same temporal CNN with a 1x1 head: no spatial context, so the U-Net's value is measured."""
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, kernel_size: int = 5,
+                 temporal_layers: int = 3, embed_dim: int = 64, dropout: float = 0.1,
+                 unet_base: int | None = None, unet_depth: int | None = None) -> None:
+        # unet_* are accepted (and unused) so that one model config serves both registry entries
+        super().__init__()
+        self.temporal = TemporalCNN(in_channels, hidden, kernel_size, temporal_layers, embed_dim, dropout)
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(embed_dim, num_classes, 1))
+
+    def forward(self, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None = None,
+                reference: bool = False) -> torch.Tensor:
+        return self.head(embed_pixels(self.temporal, x, doy, mask, reference))
+
+
+@register("tempcnn-unet")
+def tempcnn_unet(**kwargs) -> nn.Module:
+    return TempCNNUNet(**kwargs)
+
+
+@register("tempcnn-pixel")
+def tempcnn_pixel(**kwargs) -> nn.Module:
+    return TempCNNPixel(**kwargs)

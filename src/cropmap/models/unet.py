@@ -1,0 +1,42 @@
+"""A simplified 2D U-Net that adds spatial context to a pseudo-image of temporal embeddings."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """``[B, D, H, W]`` -> ``[B, K, H, W]`` for any H, W (padded to a multiple of 2^depth, cropped back)."""
+
+    def __init__(self, in_channels: int, num_classes: int, base: int = 32, depth: int = 2) -> None:
+        super().__init__()
+        widths = [base * 2**i for i in range(depth + 1)]
+        self.inc = conv_block(in_channels, widths[0])
+        self.down = nn.ModuleList(conv_block(widths[i], widths[i + 1]) for i in range(depth))
+        self.up = nn.ModuleList(conv_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.multiple = 2**depth
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h, w = z.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if ph or pw:
+            z = F.pad(z, (0, pw, 0, ph), mode="replicate")
+        skips = [self.inc(z)]
+        for down in self.down:
+            skips.append(down(F.max_pool2d(skips[-1], 2)))
+        y = skips.pop()
+        for up in self.up:
+            skip = skips.pop()
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = up(torch.cat([y, skip], dim=1))
+        return self.head(y)[..., :h, :w]

@@ -1,0 +1,34 @@
+"""Progress bars for long steps (rich); CROPMAP_PROGRESS=0 turns them off."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``; draws a bar with count, elapsed and remaining time."""
+    if os.environ.get("CROPMAP_PROGRESS", "1") == "0":
+        yield lambda n=1: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+@contextlib.contextmanager
+def progress_counter(description: str) -> Iterator[Callable[[int, int], None]]:
+    """Yield ``report(done, total)`` for producers that know the total only once they start."""
+    if os.environ.get("CROPMAP_PROGRESS", "1") == "0":
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
