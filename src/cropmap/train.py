@@ -55,7 +55,9 @@ class CropModule(L.LightningModule):
         self.lr, self.weight_decay, self.epochs = lr, weight_decay, epochs
         self.loss = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         self.val_cm = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
-        self.history: list[dict] = []
+        # weights of the epoch with the best validation mIoU, restored after training
+        self.best_miou, self.best_epoch = -1.0, -1
+        self.best_state: dict[str, torch.Tensor] | None = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(batch["x"], batch["doy"], batch["mask"])
@@ -75,28 +77,14 @@ class CropModule(L.LightningModule):
         self.val_cm.reset()
         self.log("val_miou", m["miou"], prog_bar=True)
         self.log("val_oa", m["overall_accuracy"])
+        if not self.trainer.sanity_checking and np.isfinite(m["miou"]) and m["miou"] > self.best_miou:
+            self.best_miou, self.best_epoch = m["miou"], self.current_epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.epochs, 1))
         return {"optimizer": opt, "lr_scheduler": sched}
-
-
-class KeepBest(L.Callback):
-    """Keep a copy of the weights of the epoch with the best validation mIoU."""
-
-    def __init__(self) -> None:
-        self.best = -1.0
-        self.epoch = -1
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: CropModule) -> None:
-        if trainer.sanity_checking:
-            return
-        miou = float(trainer.callback_metrics.get("val_miou", float("nan")))
-        if np.isfinite(miou) and miou > self.best:
-            self.best, self.epoch = miou, trainer.current_epoch
-            self.state = copy.deepcopy(module.model.state_dict())
 
 
 def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainConfig(), *,
@@ -126,14 +114,12 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
     val_dl = DataLoader(val_ds, shuffle=False, **loader_args)
 
     out.mkdir(parents=True, exist_ok=True)
-    keep_best = KeepBest()
     trainer = L.Trainer(
         max_epochs=config.epochs,
         max_steps=config.max_steps,
         accelerator=config.accelerator,
         devices=1,
         logger=CSVLogger(out, name="", version="logs"),
-        callbacks=[keep_best],
         enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -147,10 +133,13 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside lightning 2.6 + torch 2.13
         trainer.fit(module, train_dl, val_dl)
+        if module.best_state is None and trainer.global_step > 0:
+            # --max-steps stopped training before the first end-of-epoch validation
+            trainer.validate(module, val_dl, verbose=False)
     seconds = time.perf_counter() - start
-    if keep_best.state is None:
+    if module.best_state is None:
         raise CropmapError(f"{data}: training produced no validation result (no epoch completed)")
-    model.load_state_dict(keep_best.state)
+    model.load_state_dict(module.best_state)
 
     save_checkpoint(out / CHECKPOINT_NAME, Checkpoint(
         model_name=config.model.name,
@@ -161,12 +150,12 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
         bands=info.bands,
         norm_mean=info.norm_mean,
         norm_std=info.norm_std,
-        extra={"best_epoch": keep_best.epoch, "best_val_miou": keep_best.best, "parameters": n_params,
+        extra={"best_epoch": module.best_epoch, "best_val_miou": module.best_miou, "parameters": n_params,
                "dataset": str(Path(data).resolve()), "train_seconds": seconds},
     ))
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
     plot_curves(out / "logs" / "metrics.csv", out / "curves.png")
-    return TrainSummary(out, config.model.name, n_params, keep_best.epoch, keep_best.best,
+    return TrainSummary(out, config.model.name, n_params, module.best_epoch, module.best_miou,
                         trainer.current_epoch, seconds)
 
 

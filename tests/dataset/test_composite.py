@@ -1,0 +1,73 @@
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from conftest import write_date
+from cropmap.dataset.composite import composite_arrays, composite_stack, fill_gaps, valid_mask
+from cropmap.dataset.timegrid import TimeGrid
+from cropmap.sources.geotiff_folder import open_scene_folder
+
+
+def test_valid_mask_uses_scl_and_nodata():
+    dn = np.full((4, 1, 4), 500, dtype=np.uint16)
+    dn[2, 0, 3] = 0  # one band missing -> nodata
+    scl = np.array([[4, 9, 3, 5]], dtype=np.uint8)
+    assert valid_mask(dn, scl).tolist() == [[True, False, False, False]]
+    assert valid_mask(dn, None).tolist() == [[True, True, True, False]]
+    assert valid_mask(dn, scl, keep_scl=(4, 9)).tolist() == [[True, True, False, False]]
+
+
+def test_median_of_valid_observations_per_step():
+    # 3 observations in step 0 for one pixel, the cloudy one excluded: median of 100 and 300 = 200
+    dn = np.array([100, 5000, 300], dtype=np.float32)[:, None, None, None].repeat(4, axis=1)
+    valid = np.array([True, False, True])[:, None, None]
+    comp = composite_arrays(dn, valid, np.array([0, 0, 0]), 1)
+    assert comp.values[0, :, 0, 0].tolist() == [200.0] * 4
+    # an odd count takes the middle value
+    comp = composite_arrays(dn, np.ones((3, 1, 1), bool), np.array([0, 0, 0]), 1)
+    assert comp.values[0, 0, 0, 0] == 300.0
+
+
+def test_gap_fill_is_linear_inside_and_constant_at_the_ends():
+    values = np.full((6, 1, 1, 2), np.nan, dtype=np.float32)
+    observed = np.zeros((6, 1, 2), dtype=bool)
+    values[1, 0, 0, 0], values[4, 0, 0, 0] = 10.0, 40.0
+    observed[1, 0, 0] = observed[4, 0, 0] = True
+    fill_gaps(values, observed)
+    assert values[:, 0, 0, 0].tolist() == [10.0, 10.0, 20.0, 30.0, 40.0, 40.0]
+    assert np.isnan(values[:, 0, 0, 1]).all()  # never observed: stays NaN (nodata downstream)
+
+
+def test_timegrid_is_anchored_on_january_first():
+    g = TimeGrid.covering([dt.date(2023, 1, 13), dt.date(2023, 3, 2)], 10)
+    assert g.start == dt.date(2023, 1, 11) and g.steps == 6  # Mar 2 is 50 days after Jan 11
+    assert g.step_of(dt.date(2023, 1, 20)) == 0 and g.step_of(dt.date(2023, 1, 21)) == 1
+    assert g.day_of_year.tolist() == [16, 26, 36, 46, 56, 66]
+    assert g.in_year(2024).start == dt.date(2024, 1, 11)
+    assert TimeGrid.from_dict(g.to_dict()) == g
+
+
+def test_composite_from_files_matches_hand_computed(tmp_path):
+    shape = (4, 2, 3)
+    scl_clear, scl_cloud = np.full(shape[1:], 4), np.full(shape[1:], 9)
+    write_date(tmp_path, dt.date(2023, 1, 2), np.full(shape, 100), scl_clear)
+    write_date(tmp_path, dt.date(2023, 1, 7), np.full(shape, 300), scl_clear)
+    write_date(tmp_path, dt.date(2023, 1, 12), np.full(shape, 9000), scl_cloud)  # step 1 all cloudy
+    write_date(tmp_path, dt.date(2023, 1, 25), np.full(shape, 800), scl_clear)  # step 2
+    stack = open_scene_folder(tmp_path)
+    grid = TimeGrid.covering(stack.dates, 10)
+    comp = composite_stack(stack, grid)
+    assert grid.steps == 3
+    assert comp.values[:, 0, 0, 0].tolist() == [200.0, 500.0, 800.0]  # step 1 interpolated
+    assert comp.observed[:, 0, 0].tolist() == [True, False, True]
+    assert comp.has_data.all()
+
+
+def test_out_of_range_reflectance_is_refused(tmp_path):
+    from cropmap.errors import CropmapError
+
+    write_date(tmp_path, dt.date(2023, 1, 2), np.full((4, 2, 2), 30000), np.full((2, 2), 4))
+    stack = open_scene_folder(tmp_path)
+    with pytest.raises(CropmapError, match="DN above 20000"):
+        composite_stack(stack, TimeGrid.covering(stack.dates))

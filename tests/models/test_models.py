@@ -1,0 +1,100 @@
+"""Every registered model gets the same shape, backward, masking and save/load tests."""
+
+import numpy as np
+import pytest
+import torch
+
+from cropmap.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cropmap.dataset.timegrid import TimeGrid
+from cropmap.errors import CropmapError
+from cropmap.models import MODELS, build_model
+from cropmap.nomenclature import make_class_table
+
+SMALL = dict(hidden=8, embed_dim=8, unet_base=8, unet_depth=2, temporal_layers=2)
+
+
+def _inputs(b=2, c=4, t=7, h=12, w=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, t, h, w, generator=g)
+    doy = torch.linspace(10, 350, t).expand(b, t)
+    return x, doy
+
+
+@pytest.fixture(params=sorted(MODELS))
+def name(request):
+    return request.param
+
+
+@pytest.mark.parametrize("t, h, w", [(5, 16, 16), (11, 13, 7), (36, 1, 1), (2, 33, 20)])
+def test_shapes_for_any_t_h_w(name, t, h, w):
+    model = build_model(name, in_channels=4, num_classes=5, **SMALL).eval()
+    x, doy = _inputs(t=t, h=h, w=w)
+    assert model(x, doy).shape == (2, 5, h, w)
+
+
+def test_backward_reaches_every_parameter(name):
+    model = build_model(name, in_channels=4, num_classes=3, **SMALL)
+    x, doy = _inputs()
+    model(x, doy).logsumexp(1).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_fast_path_equals_reference_formulation(name):
+    """[B·H·W, C, T] Conv1d (the mission's formulation) and the (k, 1) grid convolution agree."""
+    model = build_model(name, in_channels=4, num_classes=4, **SMALL).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    x, doy = _inputs(t=9, h=6, w=5)
+    mask = torch.tensor([[True] * 9, [True] * 6 + [False] * 3])
+    with torch.no_grad():
+        fast, ref = model(x, doy, mask), model(x, doy, mask, reference=True)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_masked_steps_do_not_change_the_output(name):
+    """Padding a series with masked steps (as a batch of mixed T does) must not change the result.
+    With a kernel of 1 the padded steps touch no real step, so any difference would come from pooling."""
+    model = build_model(name, in_channels=4, num_classes=4, **{**SMALL, "temporal_layers": 1, "kernel_size": 1}).eval()
+    x, doy = _inputs(b=1, t=6)
+    padded = torch.cat([x, torch.randn(1, 4, 3, 12, 10)], dim=2)
+    doy_p = torch.cat([doy, torch.full((1, 3), 100.0)], dim=1)
+    mask = torch.tensor([[True] * 6 + [False] * 3])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, doy), model(padded, doy_p, mask), rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_round_trip(name, tmp_path):
+    table, _ = make_class_table(["BTH", "MIS", "PPH"], "group")
+    model = build_model(name, in_channels=4, num_classes=table.num_classes, **SMALL).eval()
+    grid = TimeGrid.covering([__import__("datetime").date(2023, 1, 5)] * 2, 10)
+    save_checkpoint(tmp_path / "model.pt", Checkpoint(name, SMALL, model.state_dict(), table, grid,
+                                                      ("B2", "B3", "B4", "B8"), np.zeros(4), np.ones(4), {"a": 1}))
+    ck = load_checkpoint(tmp_path)
+    assert ck.class_table == table and ck.time_grid == grid and ck.extra == {"a": 1}
+    x, doy = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(ck.build()(x, doy), model(x, doy))
+
+
+def test_checkpoint_loading_refuses_foreign_files(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "cropmap-checkpoint", "obj": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CropmapError, match="not a readable cropmap checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CropmapError, match="not a cropmap checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "trunc.pt").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(CropmapError, match="trunc.pt: not a readable"):
+        load_checkpoint(tmp_path / "trunc.pt")
+
+
+def test_unknown_model_name():
+    with pytest.raises(CropmapError, match="unknown model 'nope'; available: tempcnn-pixel, tempcnn-unet"):
+        build_model("nope", in_channels=4, num_classes=2)
