@@ -16,7 +16,7 @@ def _build(a: argparse.Namespace) -> None:
     from .dataset.build import build_dataset
 
     cfg = load_config(BuildConfig, a.config, period_days=a.period, patch_size=a.patch_size, level=a.level,
-                      keep_scl=a.keep_scl, seed=a.seed, erode=a.erode)
+                      keep_scl=a.keep_scl, seed=a.seed, erode=a.erode, background=a.background)
     s = build_dataset(a.imagery, a.parcels, a.out, cfg, overwrite=a.overwrite)
     print(f"dataset {s.path}: {s.n_patches} patches, {s.steps} time steps, {len(s.classes)} classes, "
           f"{s.n_parcels} parcels")
@@ -82,6 +82,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--level", choices=["group", "crop"], help="label level (default group)")
     b.add_argument("--keep-scl", type=int, nargs="+", help="SCL classes kept as clear (default 4 5 6 7)")
     b.add_argument("--erode", type=int, help="parcel border pixels set to ignore (default 1)")
+    b.add_argument("--no-background", dest="background", action="store_const", const=False, default=None,
+                   help="no class for land outside the parcels (unlabelled instead)")
     b.add_argument("--seed", type=int, help="seed of the spatial split")
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(func=_build)
@@ -120,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, required=True, help="map to write (.tif)")
     r.add_argument("--parcels", type=Path)
     r.add_argument("--parcels-out", type=Path, help="GeoPackage of per-parcel predictions")
-    r.add_argument("--tile", type=int, default=192, help="tile side in pixels")
+    r.add_argument("--tile", type=int, default=448, help="tile side in pixels (memory grows with it)")
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=_predict)
     return p

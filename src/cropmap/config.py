@@ -18,6 +18,7 @@ class BuildConfig:
     patch_size: int = 64  # patch side in pixels
     keep_scl: tuple[int, ...] = (4, 5, 6, 7)  # SCL classes kept as clear: vegetation, bare, water, unclassified
     level: str = "group"  # label level: "group" (RPG CODE_GROUP) or "crop" (CODE_CULTU)
+    background: bool = True  # add class 0 for land outside the parcels (roads, woods, water, towns)
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / val / test share of spatial blocks
     erode: int = 1  # parcel border width (pixels) set to the ignore label
     seed: int = 0  # seeds the block split
@@ -52,6 +53,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     augment: bool = True  # random flips and 90-degree rotations
     crop: int = 0  # train on random crop x crop windows of each patch (0: whole patches)
+    val_every: int = 1  # validate every this many epochs
     threads: int = 0  # torch CPU threads (0: torch's default)
     accelerator: str = "auto"  # "cpu", "gpu" or "auto"
 

@@ -71,16 +71,23 @@ GROUP_COLORS: dict[str, tuple[int, int, int]] = {
 
 LEVELS = ("group", "crop")
 IGNORE_INDEX = -1  # label value for unlabelled, border and other-split pixels
+BACKGROUND_NAME = "Hors parcelles"  # class 0 when the table has a background class
+BACKGROUND_COLOR = (170, 170, 170)
 
 
 @dataclass(frozen=True)
 class ClassTable:
-    """Model classes: class ``i`` is ``names[i]`` and covers the RPG codes ``codes[i]``."""
+    """Model classes: class ``i`` is ``names[i]`` and covers the RPG codes ``codes[i]``.
+
+    With ``background``, class 0 is land outside any declared parcel (roads, woods, water, towns):
+    it has no code, and it lets the map say "not a crop" instead of forcing a crop everywhere.
+    """
 
     level: str
     names: tuple[str, ...]
     codes: tuple[tuple[str, ...], ...]
     colors: tuple[tuple[int, int, int], ...]
+    background: bool = False
     _lookup: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,12 +107,13 @@ class ClassTable:
 
     def to_dict(self) -> dict:
         return {"level": self.level, "names": list(self.names), "codes": [list(c) for c in self.codes],
-                "colors": [list(c) for c in self.colors]}
+                "colors": [list(c) for c in self.colors], "background": self.background}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassTable":
         return cls(level=d["level"], names=tuple(d["names"]), codes=tuple(tuple(c) for c in d["codes"]),
-                   colors=tuple(tuple(int(v) for v in c) for c in d["colors"]))
+                   colors=tuple(tuple(int(v) for v in c) for c in d["colors"]),
+                   background=bool(d.get("background", False)))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
@@ -120,10 +128,11 @@ def group_of(code: str) -> str | None:
     return entry[1] if entry else None
 
 
-def make_class_table(codes: Iterable[str], level: str = "group") -> tuple[ClassTable, list[str]]:
+def make_class_table(codes: Iterable[str], level: str = "group", background: bool = False) -> tuple[ClassTable, list[str]]:
     """Class table covering ``codes`` at ``level``; also returns the codes it could not place.
 
-    ``group``: one class per RPG group present; ``crop``: one class per code present.
+    ``group``: one class per RPG group present; ``crop``: one class per code present;
+    ``background`` puts a class for land outside the parcels first.
     """
     if level not in LEVELS:
         raise ValueError(f"unknown label level {level!r}; expected one of {', '.join(LEVELS)}")
@@ -139,7 +148,9 @@ def make_class_table(codes: Iterable[str], level: str = "group") -> tuple[ClassT
         names = tuple(RPG_GROUPS.get(g, f"Groupe {g}") for g in groups)
         members = tuple(tuple(c for c in known if RPG_CODES[c][1] == g) for g in groups)
         colors = tuple(GROUP_COLORS.get(g, (128, 128, 128)) for g in groups)
-    return ClassTable(level=level, names=names, codes=members, colors=colors), unknown
+    if background:
+        names, members, colors = (BACKGROUND_NAME,) + names, ((),) + members, (BACKGROUND_COLOR,) + colors
+    return ClassTable(level=level, names=names, codes=members, colors=colors, background=background), unknown
 
 
 def _crop_color(code: str, known: list[str]) -> tuple[int, int, int]:

@@ -47,7 +47,7 @@ class PredictSummary:
 
 
 def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcels: Path | str | None = None,
-                parcels_out: Path | str | None = None, tile: int = 192, margin: int = 32,
+                parcels_out: Path | str | None = None, tile: int = 448, margin: int = 32,
                 keep_scl: tuple[int, ...] = DEFAULT_KEEP_SCL, overwrite: bool = False) -> PredictSummary:
     import time
 

@@ -123,6 +123,7 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
         enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        check_val_every_n_epoch=config.val_every,
         log_every_n_steps=1,
         deterministic=True,
     )

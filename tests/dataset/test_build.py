@@ -31,7 +31,8 @@ def test_no_parcel_is_labelled_in_two_splits(tiny_dataset):
     seen: dict[int, set] = {}
     for i in range(len(split)):
         for pid in np.unique(parcel[i][label[i] != IGNORE_INDEX]):
-            seen.setdefault(int(pid), set()).add(split[i])
+            if pid > 0:  # 0 is land outside the parcels
+                seen.setdefault(int(pid), set()).add(split[i])
     assert seen and all(len(s) == 1 for s in seen.values())
     # and each labelled parcel's split is the one recorded in the parcel table
     for pid, s in seen.items():
@@ -43,9 +44,13 @@ def test_labels_match_parcel_codes(tiny_dataset):
     info = dataset_info(tiny_dataset)
     label, parcel = ds["label"].values, ds["parcel"].values
     codes = ds["parcel_code"].values
-    sel = label != IGNORE_INDEX
+    sel = (label != IGNORE_INDEX) & (parcel > 0)
     for lab, pid in zip(label[sel][:500], parcel[sel][:500]):
         assert info.class_table.class_of(codes[pid - 1]) == lab
+    # land outside the parcels is class 0, "background"
+    assert info.class_table.background and info.class_table.codes[0] == ()
+    outside = (parcel == 0) & (label != IGNORE_INDEX)
+    assert outside.any() and (label[outside] == 0).all()
 
 
 def test_splits_helpers():

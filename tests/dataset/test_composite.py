@@ -71,3 +71,31 @@ def test_out_of_range_reflectance_is_refused(tmp_path):
     stack = open_scene_folder(tmp_path)
     with pytest.raises(CropmapError, match="DN above 20000"):
         composite_stack(stack, TimeGrid.covering(stack.dates))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_composite_matches_numpy_reference_on_random_stacks(seed):
+    """Median per step = np.nanmedian of the valid observations; gaps = np.interp over observed steps."""
+    rng = np.random.default_rng(seed)
+    n, t_len = 12, 7
+    dn = rng.integers(1, 5000, (n, 4, 3, 5)).astype(np.float32)
+    valid = rng.random((n, 3, 5)) > 0.5
+    steps = np.sort(rng.integers(0, t_len, n))
+    comp = composite_arrays(dn, valid, steps, t_len)
+    for t in np.unique(steps):
+        obs = np.where(valid[steps == t][:, None], dn[steps == t], np.nan)
+        seen = np.isfinite(obs[:, 0]).any(axis=0)
+        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore", RuntimeWarning)
+            ref = np.nanmedian(obs, axis=0)
+        np.testing.assert_allclose(comp.values[t][:, seen], ref[:, seen])
+        assert (comp.observed[t] == seen).all()
+    for y in range(3):
+        for x in range(5):
+            obs = comp.observed[:, y, x]
+            for b in range(4):
+                if obs.any():
+                    ref = np.interp(np.arange(t_len), np.flatnonzero(obs), comp.values[obs, b, y, x])
+                    np.testing.assert_allclose(comp.values[:, b, y, x], ref, rtol=1e-6)
+                else:
+                    assert np.isnan(comp.values[:, b, y, x]).all()

@@ -32,3 +32,10 @@ def test_uncovered_codes_and_background_are_ignored():
     idx = np.array([[0, 1, 2]], dtype=np.int32)
     labels = labels_from_parcels(idx, np.array([3, IGNORE_INDEX], dtype=np.int16), erode=0)
     assert labels.tolist() == [[IGNORE_INDEX, 3, IGNORE_INDEX]]
+
+
+def test_background_class_outside_parcels_with_a_gap_at_their_edge():
+    idx = np.zeros((1, 7), dtype=np.int32)
+    idx[0, 3:] = 1
+    labels = labels_from_parcels(idx, np.array([4], dtype=np.int16), erode=1, background_class=0)
+    assert labels.tolist() == [[0, 0, IGNORE_INDEX, IGNORE_INDEX, 4, 4, 4]]

@@ -46,11 +46,11 @@ class PatchDataset(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        x = normalise(self.x[i], self.info.norm_mean, self.info.norm_std)  # [C, T, P, P]
-        y = self.y[i]
+        x, y = self.x[i], self.y[i]  # [C, T, P, P] uint16, [P, P]
         if self.crop and self.crop < y.shape[-1]:
             r, c = torch.randint(0, y.shape[-1] - self.crop + 1, (2,)).tolist()
             x, y = x[..., r : r + self.crop, c : c + self.crop], y[r : r + self.crop, c : c + self.crop]
+        x = normalise(x, self.info.norm_mean, self.info.norm_std)
         if self.augment:
             k = int(torch.randint(4, ()))
             x, y = np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k, axes=(-2, -1))

@@ -54,13 +54,13 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
         raise CropmapError(f"{parcels}: no parcel overlaps the imagery in {imagery} (checked in {stack.crs.to_string()})")
     gdf = gdf[inside].reset_index(drop=True)
 
-    table, unknown = make_class_table(gdf["CODE_CULTU"], config.level)
+    table, unknown = make_class_table(gdf["CODE_CULTU"], config.level, background=config.background)
     counts = Counter(gdf["CODE_CULTU"])
     unknown_counts = {c: counts[c] for c in unknown}
     if unknown_counts:
         log.warning("%s: %d unknown crop code(s) left unlabelled: %s", parcels, len(unknown_counts),
                     ", ".join(f"{c} ({n})" for c, n in sorted(unknown_counts.items())))
-    if table.num_classes < 2:
+    if table.num_classes - int(table.background) < 2:
         raise CropmapError(f"{parcels}: fewer than two known crop classes among the parcels in the imagery")
 
     grid = TimeGrid.covering(stack.dates, config.period_days)
@@ -70,7 +70,7 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     shape = (stack.height, stack.width)
     pidx = rasterize_parcels(gdf, stack.transform, shape)
     parcel_class = np.array([table.class_of(c) for c in gdf["CODE_CULTU"]], dtype=np.int16)
-    labels = labels_from_parcels(pidx, parcel_class, config.erode)
+    labels = labels_from_parcels(pidx, parcel_class, config.erode, 0 if table.background else None)
     labels[~comp.has_data] = IGNORE_INDEX  # no observation: nothing to learn from
 
     ps = config.patch_size
@@ -84,7 +84,8 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     keep, patch_labels = [], []
     for k, ((r, c), s) in enumerate(zip(origins, block_split)):
         lab = labels[r : r + ps, c : c + ps].copy()
-        lab[psplit_lut[pidx[r : r + ps, c : c + ps]] != s] = IGNORE_INDEX  # parcel belongs to another split
+        other = (psplit_lut[pidx[r : r + ps, c : c + ps]] != s) & (pidx[r : r + ps, c : c + ps] > 0)
+        lab[other] = IGNORE_INDEX  # the parcel belongs to another split
         if (lab != IGNORE_INDEX).any():
             keep.append(k)
             patch_labels.append(lab)

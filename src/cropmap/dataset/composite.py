@@ -92,16 +92,18 @@ def composite_arrays(dn: np.ndarray, valid: np.ndarray, steps: np.ndarray, n_ste
 def _nanmedian_first_axis(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median over axis 0 ignoring NaN, without numpy's all-NaN warning: ``[N, C, H, W]`` -> ``[C, H, W]``."""
     seen = np.isfinite(obs[:, 0]).any(axis=0)
-    if obs.shape[0] == 1:
+    n = obs.shape[0]
+    if n == 1:
         return obs[0], seen
-    # sort puts NaN last; the median index depends on each pixel's count of valid observations
-    n_valid = np.isfinite(obs).sum(axis=0)  # [C, H, W]
-    s = np.sort(obs, axis=0)
-    lo = np.clip((n_valid - 1) // 2, 0, None)
-    hi = np.clip(n_valid // 2, 0, None)
-    a = np.take_along_axis(s, lo[None], axis=0)[0]
-    b = np.take_along_axis(s, hi[None], axis=0)[0]
-    med = (a + b) / 2
+    if n == 2:  # the common case at a 5-day revisit and 10-day steps: mean of the valid ones
+        a, b = obs
+        return np.where(np.isnan(a), b, np.where(np.isnan(b), a, (a + b) / 2)), seen
+    # sort along a contiguous last axis (NaN sorts last); the median index depends on each pixel's count
+    s = np.sort(np.moveaxis(obs, 0, -1), axis=-1)  # [C, H, W, N]
+    n_valid = np.isfinite(s).sum(axis=-1)
+    lo = np.clip((n_valid - 1) // 2, 0, None)[..., None]
+    hi = np.clip(n_valid // 2, 0, None)[..., None]
+    med = (np.take_along_axis(s, lo, axis=-1) + np.take_along_axis(s, hi, axis=-1))[..., 0] / 2
     med[n_valid == 0] = np.nan
     return med, seen
 
@@ -111,26 +113,31 @@ def fill_gaps(values: np.ndarray, observed: np.ndarray) -> None:
 
     Steps before the first (after the last) observation take its value; never-observed pixels stay NaN.
     """
-    t_len = values.shape[0]
+    t_len, n_bands = values.shape[:2]
+    if observed.all():
+        return
     idx = np.arange(t_len)[:, None, None]
-    prev = np.where(observed, idx, -1)
-    prev = np.maximum.accumulate(prev, axis=0)  # last observed step at or before t
-    nxt = np.where(observed, idx, t_len)
-    nxt = np.minimum.accumulate(nxt[::-1], axis=0)[::-1]  # first observed step at or after t
-    has_prev, has_next = prev >= 0, nxt < t_len
-    p = np.where(has_prev, prev, nxt).clip(0, t_len - 1)
-    q = np.where(has_next, nxt, prev).clip(0, t_len - 1)
+    prev = np.maximum.accumulate(np.where(observed, idx, -1), axis=0)  # last observed step at or before t
+    nxt = np.minimum.accumulate(np.where(observed, idx, t_len)[::-1], axis=0)[::-1]  # first at or after t
+    p = np.where(prev >= 0, prev, nxt).clip(0, t_len - 1)
+    q = np.where(nxt < t_len, nxt, prev).clip(0, t_len - 1)
     span = (q - p).astype(np.float32)
-    wgt = np.where(span > 0, (idx - p) / np.where(span > 0, span, 1), 0.0).astype(np.float32)
-    vp = np.take_along_axis(values, p[:, None].repeat(values.shape[1], axis=1), axis=0)
-    vq = np.take_along_axis(values, q[:, None].repeat(values.shape[1], axis=1), axis=0)
-    filled = vp + (vq - vp) * wgt[:, None]
-    np.copyto(values, filled, where=~observed[:, None])
+    wgt = np.divide(idx - p, span, out=np.zeros(span.shape, np.float32), where=span > 0)
+    gap = ~observed
+    npx = observed[0].size
+    pixel = np.arange(npx).reshape(observed.shape[1:])
+    flat_p = (p * npx + pixel)[gap]  # gather indices into a [T, H·W] band, only where a step is missing
+    flat_q = (q * npx + pixel)[gap]
+    w = wgt[gap]
+    for c in range(n_bands):
+        band = values[:, c]  # [T, H, W] view
+        src = band.reshape(-1)  # a copy: the view is strided over T
+        vp, vq = src[flat_p], src[flat_q]
+        band[gap] = vp + (vq - vp) * w
 
 
 def _check_values(values: np.ndarray, stack: SceneStack) -> None:
-    finite = values[np.isfinite(values)]
-    if finite.size and finite.max() > 20000:
+    if not np.isnan(values).all() and np.nanmax(values) > 20000:
         raise CropmapError(
-            f"{stack.files[0].parent}: reflectance DN above 20000 (max {finite.max():.0f}); expected DN = reflectance x 10000"
+            f"{stack.files[0].parent}: reflectance DN above 20000 (max {np.nanmax(values):.0f}); expected DN = reflectance x 10000"
         )

@@ -42,13 +42,20 @@ def border_mask(parcel_index: np.ndarray, width: int = 1) -> np.ndarray:
     return border & (parcel_index > 0)
 
 
-def labels_from_parcels(parcel_index: np.ndarray, parcel_class: np.ndarray, erode: int = 1) -> np.ndarray:
-    """``[H, W]`` int16 class labels; background, uncovered codes and eroded borders get IGNORE_INDEX.
+def labels_from_parcels(parcel_index: np.ndarray, parcel_class: np.ndarray, erode: int = 1,
+                        background_class: int | None = None) -> np.ndarray:
+    """``[H, W]`` int16 class labels; uncovered codes and eroded borders get IGNORE_INDEX.
 
     ``parcel_class [P]`` is the class of each parcel row (IGNORE_INDEX when the table does not cover it).
+    Land outside the parcels gets ``background_class`` (IGNORE_INDEX when None), except within
+    ``erode`` pixels of a parcel, where pixels mix both.
     """
-    lut = np.concatenate([[IGNORE_INDEX], parcel_class]).astype(np.int16)
+    outside = IGNORE_INDEX if background_class is None else background_class
+    lut = np.concatenate([[outside], parcel_class]).astype(np.int16)
     labels = lut[parcel_index]
     if erode > 0:
         labels[border_mask(parcel_index, erode)] = IGNORE_INDEX
+        if background_class is not None:
+            near = border_mask(np.where(parcel_index > 0, 0, 1).astype(np.int32), erode)  # background next to a parcel
+            labels[near] = IGNORE_INDEX
     return labels

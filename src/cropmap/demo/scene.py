@@ -57,7 +57,11 @@ _FOREST, _WATER, _ROAD, _BUILT = "_FOREST", "_WATER", "_ROAD", "_BUILT"
 _BACKGROUND_SCL = {_FOREST: SCL_VEG, _WATER: SCL_WATER, _ROAD: SCL_BARE, _BUILT: SCL_BARE}
 # Time-constant per-pixel texture, in units of the class spread: tree crowns, roofs and gardens vary most.
 _TEXTURE = {_FOREST: 0.5, _WATER: 0.1, _ROAD: 0.3, _BUILT: 1.5}
-_CROP_TEXTURE = 0.15
+_CROP_TEXTURE = 0.8
+# Within-field variation of crops, in units of the between-parcel spread of the real data: per-date
+# noise (sensor, residual atmosphere) and smooth patches (soil, water supply) that last all season.
+# Real fields vary within about as much as between, so a single pixel is often ambiguous.
+PIXEL_NOISE, WITHIN_FIELD = 0.8, 0.7
 
 
 @dataclass(frozen=True)
@@ -436,8 +440,8 @@ def _ground_reflectance(rng: np.random.Generator, doy: int, layout: _Layout,
     sp = spread[:, lab]
     img = centre[:, lab]
     noise = rng.standard_normal(img.shape, dtype=np.float32)
-    noise *= 0.4
-    noise += 0.35 * st.smooth
+    noise *= PIXEL_NOISE
+    noise += WITHIN_FIELD * st.smooth
     noise += st.texture
     img += sp * noise
     # outline pixels see both sides of a field edge

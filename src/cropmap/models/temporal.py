@@ -83,7 +83,19 @@ def per_pixel(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask: to
     return emb.reshape(b, h, w, -1).permute(0, 3, 1, 2)  # [B, D, H, W]
 
 
+INFERENCE_CHUNK_PIXELS = 1 << 16  # pixels per temporal-CNN call without autograd: ~300 MB of activations at T = 37
+
+
 def embed_pixels(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None,
                  reference: bool = False) -> torch.Tensor:
-    """``[B, C, T, H, W]`` -> ``[B, D, H, W]`` by the fast path, or by the reference path if asked."""
-    return per_pixel(encoder, x, doy, mask) if reference else encoder.forward_grid(x, doy, mask)
+    """``[B, C, T, H, W]`` -> ``[B, D, H, W]`` by the fast path, or by the reference path if asked.
+
+    Without autograd the pixels go through in bands of rows, so that predicting a large window costs
+    memory for one band only (the embedding is per pixel, so the result is the same).
+    """
+    run = (lambda xx: per_pixel(encoder, xx, doy, mask)) if reference else (lambda xx: encoder.forward_grid(xx, doy, mask))
+    b, _, _, h, w = x.shape
+    if torch.is_grad_enabled() or b * h * w <= INFERENCE_CHUNK_PIXELS:
+        return run(x)
+    rows = max(1, INFERENCE_CHUNK_PIXELS // (b * w))
+    return torch.cat([run(x[..., r : r + rows, :]) for r in range(0, h, rows)], dim=2)

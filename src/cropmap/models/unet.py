@@ -15,15 +15,16 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """``[B, D, H, W]`` -> ``[B, K, H, W]`` for any H, W (padded to a multiple of 2^depth, cropped back)."""
+    """``[B, D, H, W]`` -> features ``[B, base, H, W]`` for any H, W (padded to a multiple of 2^depth,
+    cropped back); the classifier head is the caller's."""
 
-    def __init__(self, in_channels: int, num_classes: int, base: int = 32, depth: int = 2) -> None:
+    def __init__(self, in_channels: int, base: int = 32, depth: int = 2) -> None:
         super().__init__()
         widths = [base * 2**i for i in range(depth + 1)]
         self.inc = conv_block(in_channels, widths[0])
         self.down = nn.ModuleList(conv_block(widths[i], widths[i + 1]) for i in range(depth))
         self.up = nn.ModuleList(conv_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth)))
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.out_channels = widths[0]
         self.multiple = 2**depth
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -39,4 +40,4 @@ class UNet(nn.Module):
             skip = skips.pop()
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = up(torch.cat([y, skip], dim=1))
-        return self.head(y)[..., :h, :w]
+        return y[..., :h, :w]
