@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup clean
 
 $(BIN)/cropmap: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,6 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
-
-bench: setup
-	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info

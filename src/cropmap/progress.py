@@ -9,10 +9,14 @@ from typing import Callable, Iterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def progress_enabled() -> bool:
+    return os.environ.get("CROPMAP_PROGRESS", "1") != "0"
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; draws a bar with count, elapsed and remaining time."""
-    if os.environ.get("CROPMAP_PROGRESS", "1") == "0":
+    if not progress_enabled():
         yield lambda n=1: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -25,7 +29,7 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
 @contextlib.contextmanager
 def progress_counter(description: str) -> Iterator[Callable[[int, int], None]]:
     """Yield ``report(done, total)`` for producers that know the total only once they start."""
-    if os.environ.get("CROPMAP_PROGRESS", "1") == "0":
+    if not progress_enabled():
         yield lambda done, total: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
