@@ -63,3 +63,17 @@ def tiny_dataset(tiny_scene, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "dataset.zarr"
     build_dataset(tiny_scene.imagery, tiny_scene.parcels, out, BuildConfig(patch_size=32, seed=1))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory):
+    """A tempcnn-unet run trained for a few steps on ``tiny_dataset``, evaluated on its test split."""
+    from cropmap.config import ModelConfig, TrainConfig
+    from cropmap.evaluate import evaluate_run
+    from cropmap.train import train_model
+
+    run = tmp_path_factory.mktemp("run") / "run"
+    model = ModelConfig(hidden=8, embed_dim=8, unet_base=8, temporal_layers=2)
+    train_model(tiny_dataset, run, TrainConfig(model=model, epochs=2, max_steps=4, batch_size=2))
+    evaluate_run(run, tiny_dataset, split="test")
+    return run

@@ -10,6 +10,7 @@ import pytest
 import rasterio
 
 from cropmap.cli import main
+from cropmap.predict.parcels import read_parcel_table
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def pipeline(tiny_scene, tmp_path_factory):
                  "--batch-size", "2", "--hidden", "8", "--embed-dim", "8", "--unet-base", "8"]) == 0
     assert main(["evaluate", "--run", str(run), "--data", str(data)]) == 0
     assert main(["predict", "--run", str(run), "--imagery", str(tiny_scene.imagery), "--out", str(out / "map.tif"),
-                 "--parcels", str(tiny_scene.parcels), "--parcels-out", str(out / "pred.gpkg"), "--tile", "40"]) == 0
+                 "--parcels", str(tiny_scene.parcels), "--parcels-out", str(out / "pred.gpkg"), str(out / "pred.parquet"),
+                 "--window", "48", "--overlap", "24", "--confidence", "--probabilities"]) == 0
     return out
 
 
@@ -63,6 +65,25 @@ def test_predict_writes_parcels(pipeline, tiny_scene):
     assert len(seen) > 0.8 * len(pred)
     assert seen["confidence"].between(0, 1).all() and seen["agreement"].between(0, 1).all()
     assert seen["pred_class"].notna().all()
+
+
+def test_predict_writes_confidence_probabilities_quicklook_and_parquet(pipeline):
+    with rasterio.open(pipeline / "map.confidence.tif") as c, rasterio.open(pipeline / "map.probabilities.tif") as p:
+        assert c.count == 1 and p.count == len(json.loads(p.tags()["CLASS_NAMES"]))
+        assert c.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    assert (pipeline / "map.quicklook.png").read_bytes()[:4] == b"\x89PNG"
+    a = pyogrio.read_dataframe(pipeline / "pred.gpkg")
+    b = read_parcel_table(pipeline / "pred.parquet")
+    assert a["pred_class"].fillna("").tolist() == b["pred_class"].fillna("").tolist()
+
+
+def test_predict_several_folders_as_tiles(pipeline, tiny_scene, capsys):
+    out = pipeline / "tiles"
+    assert main(["predict", "--run", str(pipeline / "run"), "--imagery", str(tiny_scene.imagery),
+                 "--out", str(out), "--no-quicklook"]) == 0
+    assert "1 tile(s)" in capsys.readouterr().out
+    with rasterio.open(out / "mosaic.vrt") as vrt, rasterio.open(pipeline / "map.tif") as m:
+        assert vrt.shape == m.shape and vrt.crs == m.crs
 
 
 def test_rerun_refuses_to_overwrite(pipeline, tiny_scene, capsys):

@@ -45,12 +45,50 @@ def _evaluate(a: argparse.Namespace) -> None:
 
 
 def _predict(a: argparse.Namespace) -> None:
-    from .predict import predict_map
+    from .predict import predict_map, predict_tiles
 
-    s = predict_map(a.run, a.imagery, a.out, parcels=a.parcels, parcels_out=a.parcels_out, tile=a.tile,
-                    overwrite=a.overwrite)
-    print(f"map {s.map_path} ({s.pixels:,} px, {s.nodata_pixels:,} without observation, {s.seconds:.0f} s)"
-          + (f"; parcels {s.parcels_path}" if s.parcels_path else ""))
+    common = dict(parcels=a.parcels, parcels_out=a.parcels_out, quicklook=a.quicklook, window=a.window,
+                  overlap=a.overlap, overwrite=a.overwrite)
+    if len(a.imagery) > 1 or a.dask_address or a.out.suffix.lower() not in (".tif", ".tiff"):
+        t = predict_tiles(a.run, a.imagery, a.out, confidence=a.confidence, probabilities=a.probabilities,
+                          dask_address=a.dask_address, workers=a.workers, **common)
+        done = sum(not x.skipped for x in t.tiles)
+        print(f"{len(t.tiles)} tile(s) in {a.out} ({done} mapped, {len(t.tiles) - done} already done, "
+              f"{t.seconds:.0f} s); mosaic {', '.join(map(str, t.mosaics))}"
+              + (f"; parcels {', '.join(map(str, t.parcels_paths))}" if t.parcels_paths else ""))
+        return
+    stem = a.out.with_suffix("")
+    s = predict_map(a.run, a.imagery[0], a.out,
+                    confidence_out=Path(f"{stem}.confidence.tif") if a.confidence else None,
+                    probabilities_out=Path(f"{stem}.probabilities.tif") if a.probabilities else None, **common)
+    extras = [p for p in (s.confidence_path, s.probabilities_path, s.quicklook_path, *s.parcels_paths) if p]
+    print(f"map {s.map_path} ({s.pixels:,} px, {s.nodata_pixels:,} without observation, "
+          f"{s.pixels / max(s.seconds, 1e-9):,.0f} px/s, {s.seconds:.0f} s)"
+          + (f"; also {', '.join(map(str, extras))}" if extras else ""))
+
+
+def _audit(a: argparse.Namespace) -> None:
+    from .audit import audit_parcels
+
+    s = audit_parcels(a.parcels, a.out, level=a.level, min_confidence=a.min_confidence, overwrite=a.overwrite)
+    print(f"{s.disagreeing:,} of {s.compared:,} parcels disagree with their declaration at the {s.level} level "
+          f"({s.listed:,} listed in {s.path}, most confident first)")
+
+
+def _export(a: argparse.Namespace) -> None:
+    from .export import export_onnx
+
+    s = export_onnx(a.run, a.out, opset=a.opset, overwrite=a.overwrite)
+    x = ", ".join(map(str, s.inputs["x"]))
+    print(f"{s.model} -> {s.path} (ONNX opset {s.opset}, x [{x}]); onnxruntime matches PyTorch "
+          f"within {s.max_abs_diff:.1e} on {len(s.checked_shapes)} input shapes")
+
+
+def _report(a: argparse.Namespace) -> None:
+    from .report import write_report
+
+    path = write_report(a.run, a.out, map_path=a.map, overwrite=a.overwrite)
+    print(f"report {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained HTML)")
 
 
 def _demo(a: argparse.Namespace) -> None:
@@ -117,15 +155,49 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, help="folder for metrics.json and confusion.png (default: the run)")
     e.set_defaults(func=_evaluate)
 
-    r = sub.add_parser("predict", help="crop map (COG) and per-parcel predictions")
+    r = sub.add_parser("predict", help="crop map (COG), quick-look, per-parcel predictions; one scene or many tiles")
     r.add_argument("--run", type=Path, required=True, help="run folder written by `cropmap train`")
-    r.add_argument("--imagery", type=Path, required=True, help="folder of per-date GeoTIFFs to map")
-    r.add_argument("--out", type=Path, required=True, help="map to write (.tif)")
-    r.add_argument("--parcels", type=Path, help="parcels to summarise (any CRS)")
-    r.add_argument("--parcels-out", type=Path, help="GeoPackage of per-parcel predictions")
-    r.add_argument("--tile", type=int, default=448, help="tile side in pixels (memory grows with it)")
-    r.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    r.add_argument("--imagery", type=Path, required=True, nargs="+",
+                   help="folder(s) of per-date GeoTIFFs; several folders are mapped as tiles")
+    r.add_argument("--out", type=Path, required=True,
+                   help="map to write (.tif); with several imagery folders, a folder for the tiles and mosaic.vrt")
+    r.add_argument("--parcels", type=Path, help="parcels to answer for (any CRS; only those in the area are read)")
+    r.add_argument("--parcels-out", type=Path, nargs="+",
+                   help="per-parcel predictions: .gpkg (layer predictions) and/or .parquet (GeoParquet)")
+    r.add_argument("--confidence", action="store_true", help="also write <map>.confidence.tif (max probability)")
+    r.add_argument("--probabilities", action="store_true",
+                   help="also write <map>.probabilities.tif (one band per class)")
+    r.add_argument("--no-quicklook", dest="quicklook", action="store_false",
+                   help="do not write <map>.quicklook.png")
+    r.add_argument("--window", type=int, default=512, help="window side in pixels (memory grows with it)")
+    r.add_argument("--overlap", type=int, default=64, help="pixels shared by neighbouring windows, blended")
+    r.add_argument("--dask-address", help="tcp://host:port of a Dask scheduler to run the tiles on")
+    r.add_argument("--workers", type=int, default=1, help="tiles predicted at once on this machine")
+    r.add_argument("--overwrite", action="store_true", help="replace existing outputs (and redo finished tiles)")
     r.set_defaults(func=_predict)
+
+    u = sub.add_parser("audit", help="parcels whose prediction disagrees with their declared crop, as CSV")
+    u.add_argument("--parcels", type=Path, required=True, help="per-parcel predictions from `cropmap predict`")
+    u.add_argument("--out", type=Path, required=True, help="CSV to write")
+    u.add_argument("--level", help="hierarchy level to compare (default: the model's own level)")
+    u.add_argument("--min-confidence", type=float, default=0.0, help="list only disagreements this confident")
+    u.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    u.set_defaults(func=_audit)
+
+    x = sub.add_parser("export", help="trained model -> ONNX file with classes, bands and normalisation inside")
+    x.add_argument("--run", type=Path, required=True, help="run folder written by `cropmap train`")
+    x.add_argument("--format", choices=["onnx"], required=True, help="output format")
+    x.add_argument("--out", type=Path, required=True, help="model file to write (.onnx)")
+    x.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's recommended one)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    x.set_defaults(func=_export)
+
+    h = sub.add_parser("report", help="self-contained HTML report of an evaluated run")
+    h.add_argument("--run", type=Path, required=True, help="run folder, after `cropmap evaluate`")
+    h.add_argument("--map", type=Path, help="map from `cropmap predict` to show as a quick-look")
+    h.add_argument("--out", type=Path, help="HTML file to write (default: RUN/report.html)")
+    h.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    h.set_defaults(func=_report)
     return p
 
 

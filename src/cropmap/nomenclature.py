@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import numpy as np
+
 # CODE_CULTU -> (label, CODE_GROUP)
 RPG_CODES: dict[str, tuple[str, str]] = {
     "BTH": ("Blé tendre d'hiver", "1"),
@@ -69,7 +71,26 @@ GROUP_COLORS: dict[str, tuple[int, int, int]] = {
     "25": (247, 182, 210),
 }
 
+# CODE_GROUP -> coarse class: the top of the hierarchy crop -> group -> coarse (Turkoglu et al. 2021
+# predict such a hierarchy). Groups are the official list (IGN 2020, DERIVED_groups_2020.csv); the
+# assignment to a coarse class, by season and land use, is ours.
+COARSE_OF_GROUP: dict[str, str] = {
+    **dict.fromkeys(["1", "3", "4", "5"], "Cultures d'hiver"),  # wheat, barley, other cereals, rapeseed
+    **dict.fromkeys(["2", "6", "7", "14", "15", "24", "25", "26"], "Cultures d'été"),  # maize, sunflower, soy, beet...
+    **dict.fromkeys(["16", "17", "18", "19"], "Prairies et fourrages"),
+    **dict.fromkeys(["20", "21", "22", "23"], "Cultures permanentes"),  # orchards, vines, nuts, olives
+    **dict.fromkeys(["8", "9", "11", "28"], "Autres"),  # protein crops (winter and spring), fibre, fallow, misc.
+}
+COARSE_COLORS: dict[str, tuple[int, int, int]] = {
+    "Cultures d'hiver": (230, 180, 30),
+    "Cultures d'été": (255, 127, 14),
+    "Prairies et fourrages": (44, 160, 44),
+    "Cultures permanentes": (120, 30, 90),
+    "Autres": (188, 189, 34),
+}
+
 LEVELS = ("group", "crop")
+HIERARCHY = ("crop", "group", "coarse")  # finest to coarsest
 IGNORE_INDEX = -1  # label value for unlabelled, border and other-split pixels
 BACKGROUND_NAME = "Hors parcelles"  # class 0 when the table has a background class
 BACKGROUND_COLOR = (170, 170, 170)
@@ -160,3 +181,29 @@ def _crop_color(code: str, known: list[str]) -> tuple[int, int, int]:
     r, g, b = GROUP_COLORS.get(group, (128, 128, 128))
     k = siblings.index(code) / max(len(siblings), 1) * 0.5
     return (int(r + (255 - r) * k), int(g + (255 - g) * k), int(b + (255 - b) * k))
+
+
+def coarser_levels(table: ClassTable) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """The table's own level and every coarser one: ``{level: (names, M)}`` with ``M [K, K_level]``
+    a 0/1 matrix sending each class to its parent, so that ``probabilities @ M`` are the parent
+    level's probabilities. The background class, if any, stays its own class at every level.
+    """
+    levels = HIERARCHY[HIERARCHY.index(table.level):]
+    out: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+    for level in levels:
+        parents = [_parent(table, i, level) for i in range(table.num_classes)]
+        names = tuple(dict.fromkeys(parents))
+        m = np.zeros((table.num_classes, len(names)), dtype=np.float32)
+        m[np.arange(table.num_classes), [names.index(p) for p in parents]] = 1
+        out[level] = (names, m)
+    return out
+
+
+def _parent(table: ClassTable, i: int, level: str) -> str:
+    codes = table.codes[i]
+    if level == table.level or not codes:  # itself, or the background class
+        return table.names[i]
+    group = group_of(codes[0]) or "?"
+    if level == "group":
+        return RPG_GROUPS.get(group, f"Groupe {group}")
+    return COARSE_OF_GROUP.get(group, "Autres")

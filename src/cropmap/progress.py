@@ -6,20 +6,32 @@ import contextlib
 import os
 from typing import Callable, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 
 
 def progress_enabled() -> bool:
     return os.environ.get("CROPMAP_PROGRESS", "1") != "0"
 
 
+class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f} {self.unit}/s" if task.speed else f"- {self.unit}/s")
+
+
 @contextlib.contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; draws a bar with count, elapsed and remaining time."""
+def progress_bar(description: str, total: int, unit: str | None = None) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``; draws a bar with count (or rate of ``unit``), elapsed and remaining time."""
     if not progress_enabled():
         yield lambda n=1: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    count = _RateColumn(unit) if unit else MofNCompleteColumn()
+    columns = (TextColumn("{task.description}"), BarColumn(), count, TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(description, total=total)

@@ -116,19 +116,21 @@ def fill_gaps(values: np.ndarray, observed: np.ndarray) -> None:
     t_len, n_bands = values.shape[:2]
     if observed.all():
         return
-    idx = np.arange(t_len)[:, None, None]
-    prev = np.maximum.accumulate(np.where(observed, idx, -1), axis=0)  # last observed step at or before t
-    nxt = np.minimum.accumulate(np.where(observed, idx, t_len)[::-1], axis=0)[::-1]  # first at or after t
+    # step indices as int16 ([T, H, W] arrays: int64 would make them the largest arrays of a window)
+    step = np.int16 if t_len < 2**15 - 1 else np.int64
+    idx = np.arange(t_len, dtype=step)[:, None, None]
+    prev = np.maximum.accumulate(np.where(observed, idx, step(-1)), axis=0)  # last observed step at or before t
+    nxt = np.minimum.accumulate(np.where(observed, idx, step(t_len))[::-1], axis=0)[::-1]  # first at or after t
     p = np.where(prev >= 0, prev, nxt).clip(0, t_len - 1)
     q = np.where(nxt < t_len, nxt, prev).clip(0, t_len - 1)
-    span = (q - p).astype(np.float32)
-    wgt = np.divide(idx - p, span, out=np.zeros(span.shape, np.float32), where=span > 0)
+    del prev, nxt
     gap = ~observed
+    span = (q[gap] - p[gap]).astype(np.float32)
+    w = np.divide((idx - p)[gap], span, out=np.zeros(span.shape, np.float32), where=span > 0)
     npx = observed[0].size
-    pixel = np.arange(npx).reshape(observed.shape[1:])
-    flat_p = (p * npx + pixel)[gap]  # gather indices into a [T, H·W] band, only where a step is missing
-    flat_q = (q * npx + pixel)[gap]
-    w = wgt[gap]
+    pixel = np.broadcast_to(np.arange(npx).reshape(observed.shape[1:]), observed.shape)[gap]
+    flat_p = p[gap].astype(np.int64) * npx + pixel  # gather indices into a [T, H·W] band, only where a step is missing
+    flat_q = q[gap].astype(np.int64) * npx + pixel
     for c in range(n_bands):
         band = values[:, c]  # [T, H, W] view
         src = band.reshape(-1)  # a copy: the view is strided over T

@@ -16,10 +16,11 @@ REQUIRED_COLUMNS = ("ID_PARCEL", "CODE_CULTU")
 
 
 def read_parcels(path: Path | str, *, bbox: tuple[float, float, float, float] | None = None,
-                 bbox_crs=None, layer: str | None = None) -> gpd.GeoDataFrame:
+                 bbox_crs=None, layer: str | None = None, with_fid: bool = False) -> gpd.GeoDataFrame:
     """Parcels with ``ID_PARCEL`` (str), ``CODE_CULTU`` (str) and valid, non-empty geometries.
 
     ``bbox`` (in ``bbox_crs``, default the file's CRS) reads only the parcels that intersect it.
+    ``with_fid`` keeps each feature's id in the file as a ``fid`` column (a stable key across reads).
     Invalid geometries are repaired with ``make_valid``; empty ones are dropped, with a count in the log.
     """
     path = Path(path)
@@ -36,7 +37,9 @@ def read_parcels(path: Path | str, *, bbox: tuple[float, float, float, float] | 
         raise CropmapError(f"{path}: missing column(s) {', '.join(missing)} (expected the RPG schema)")
     if bbox is not None and bbox_crs is not None:
         bbox = _bbox_in_crs(bbox, bbox_crs, info["crs"])
-    gdf = pyogrio.read_dataframe(path, layer=layer, bbox=bbox)
+    gdf = pyogrio.read_dataframe(path, layer=layer, bbox=bbox, fid_as_index=with_fid)
+    if with_fid:
+        gdf = gdf.rename_axis("fid").reset_index()
     gdf["ID_PARCEL"] = gdf["ID_PARCEL"].astype(str)
     gdf["CODE_CULTU"] = gdf["CODE_CULTU"].astype(str).str.strip()
     if "CODE_GROUP" in gdf:

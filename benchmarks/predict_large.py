@@ -1,0 +1,137 @@
+"""Streaming prediction on a large synthetic scene: pixels/s and peak memory, and how memory grows
+when the area doubles.
+
+    python benchmarks/predict_large.py                 # 4096 x 4096 px, T = 36, then 4096 x 8192 and 8192 x 4096
+    python benchmarks/predict_large.py --size 2048     # quicker
+
+The scene is written once per size under --workdir (36 per-date GeoTIFFs, B2 B3 B4 B8 SCL, fields of
+random crop curves with cloud patches); the model is the default seed configuration with random weights
+(speed and memory do not depend on the weights). Each prediction runs in its own process, so its
+peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_scene(folder: Path, height: int, width: int, dates: int, seed: int = 0) -> Path:
+    """``dates`` GeoTIFFs every 10 days of 2023: 64 px fields, each with its own seasonal curve."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    if (folder / "done").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    fh, fw = -(-height // 64), -(-width // 64)
+    base = rng.uniform(300, 1500, (4, fh, fw))
+    amp = rng.uniform(0, 3000, (fh, fw))
+    peak = rng.uniform(60, 260, (fh, fw))
+    profile = dict(driver="GTiff", width=width, height=height, count=5, dtype="uint16", nodata=0,
+                   crs="EPSG:32631", transform=from_origin(500000, 5000000, 10, 10), tiled=True,
+                   blockxsize=512, blockysize=512, compress="deflate", interleave="pixel")
+    for d in range(dates):
+        day = dt.date(2023, 1, 5) + dt.timedelta(days=10 * d)
+        doy = day.timetuple().tm_yday
+        green = amp * np.exp(-((doy - peak) / 45) ** 2)
+        fields = base.copy()
+        fields[3] += green  # NIR up with the crop, red down
+        fields[2] = np.maximum(fields[2] - green / 6, 100)
+        with rasterio.open(folder / f"S2_{day.isoformat()}.tif", "w", **profile) as dst:
+            dst.descriptions = ("B2", "B3", "B4", "B8", "SCL")
+            for r in range(0, height, 512):
+                h = min(512, height - r)
+                block = np.repeat(np.repeat(fields[:, r // 64 : -(-(r + h) // 64)], 64, axis=1), 64, axis=2)
+                block = block[:, : h, :width]
+                scl = np.full((h, width), 4, dtype=np.uint16)
+                cy, cx = rng.integers(0, height), rng.integers(0, width)  # one cloud per date
+                yy, xx = np.ogrid[r : r + h, 0:width]
+                scl[(yy - cy) ** 2 + (xx - cx) ** 2 < (height // 8) ** 2] = 9
+                data = np.concatenate([block.astype(np.uint16), scl[None]])
+                dst.write(data, window=rasterio.windows.Window(0, r, width, h))
+    (folder / "done").touch()
+    return folder
+
+
+def write_checkpoint(run: Path, num_classes: int = 13) -> Path:
+    import torch
+
+    from cropmap.checkpoint import Checkpoint, save_checkpoint
+    from cropmap.config import ModelConfig
+    from cropmap.dataset.timegrid import TimeGrid
+    from cropmap.models import build_model
+    from cropmap.nomenclature import RPG_CODES, make_class_table
+
+    cfg = ModelConfig()
+    table, _ = make_class_table(list(RPG_CODES)[: num_classes * 2], "group", background=True)
+    torch.manual_seed(0)
+    model = build_model(cfg.name, in_channels=4, num_classes=table.num_classes, **cfg.kwargs())
+    grid = TimeGrid(dt.date(2023, 1, 1), 10, 36)
+    save_checkpoint(run / "model.pt", Checkpoint(cfg.name, cfg.kwargs(), model.state_dict(), table, grid,
+                                                 ("B2", "B3", "B4", "B8"), np.full(4, 0.15), np.full(4, 0.1), {}))
+    return run
+
+
+def child(run: str, imagery: str, out: str, window: int) -> None:
+    from cropmap.predict import predict_map
+    from cropmap.runtime import tune_allocator
+
+    tune_allocator()
+    s = predict_map(run, imagery, out, window=window, quicklook=False, overwrite=True)
+    print(json.dumps({"pixels": s.pixels, "seconds": s.seconds}))
+
+
+def measure(run: Path, imagery: Path, out: Path, window: int) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--child", str(run), str(imagery), str(out), str(window)],
+                          capture_output=True, text=True, env={**os.environ, "CROPMAP_PROGRESS": "0"})
+    if proc.returncode:
+        sys.exit(proc.stderr)
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r["wall"] = time.perf_counter() - start
+    r["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # max over children so far
+    return r
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:5], int(sys.argv[5]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--dates", type=int, default=36)
+    ap.add_argument("--window", type=int, default=512)
+    ap.add_argument("--workdir", type=Path, default=Path("bench-work"))
+    ap.add_argument("--no-double", action="store_true", help="only the base size")
+    a = ap.parse_args()
+    n = a.size
+    shapes = [(n, n)] + ([] if a.no_double else [(2 * n, n), (n, 2 * n)])  # (height, width)
+    run = write_checkpoint(a.workdir / "run")
+    print(f"{'scene (h x w)':>14} {'T':>3} {'Mpx':>7} {'seconds':>8} {'px/s':>8} {'peak RSS GB':>11}")
+    base_rss = None
+    for h, w in shapes:
+        t0 = time.perf_counter()
+        img = write_scene(a.workdir / f"scene_{h}x{w}", h, w, a.dates)
+        gen = time.perf_counter() - t0
+        r = measure(run, img, a.workdir / f"map_{h}x{w}.tif", a.window)
+        # RUSAGE_CHILDREN keeps the maximum over all children: runs go in growing size, so it is this one's
+        rss = r["peak_rss_gb"]
+        base_rss = base_rss or rss
+        growth = f" (+{100 * (rss / base_rss - 1):.1f} %)" if (h, w) != shapes[0] else ""
+        print(f"{f'{h} x {w}':>14} {a.dates:>3} {h * w / 1e6:>7.1f} {r['seconds']:>8.0f} "
+              f"{h * w / r['seconds']:>8,.0f} {rss:>11.2f}{growth}   (scene written in {gen:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

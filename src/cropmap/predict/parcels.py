@@ -1,0 +1,148 @@
+"""Per-parcel answers: each parcel's predicted class at every level of the hierarchy, its confidence,
+the share of its pixels that agree, and whether its declaration agrees.
+
+Pixel votes and probability sums are accumulated band by band (a parcel may cross any number of
+windows or tiles) under the parcel's feature id in its file, so the results of several tiles add up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+from affine import Affine
+from rasterio.transform import array_bounds
+from shapely.geometry import box
+
+from ..atomic import atomic_path
+from ..dataset.rasterize import rasterize_parcels
+from ..errors import CropmapError
+from ..nomenclature import ClassTable, coarser_levels
+
+log = logging.getLogger(__name__)
+
+PARCEL_FORMATS = {".gpkg": "GPKG", ".parquet": "Parquet", ".geoparquet": "Parquet"}
+
+
+@dataclass
+class ParcelStats:
+    """``votes [P, K]`` pixels predicted as each class and ``prob_sum [P, K]`` summed probabilities,
+    for the parcels with feature ids ``fids [P]``."""
+
+    fids: np.ndarray
+    votes: np.ndarray
+    prob_sum: np.ndarray
+
+    @classmethod
+    def zeros(cls, fids: np.ndarray, num_classes: int) -> "ParcelStats":
+        return cls(np.asarray(fids, dtype=np.int64), np.zeros((len(fids), num_classes), np.int64),
+                   np.zeros((len(fids), num_classes), np.float64))
+
+    def add_band(self, parcels: gpd.GeoDataFrame, transform: Affine, prob: np.ndarray, valid: np.ndarray) -> None:
+        """Add one band of rows: ``prob [K, rows, W]``, ``valid [rows, W]``, ``transform`` of its first row.
+
+        ``parcels`` are in the imagery CRS with the same row order as ``fids``."""
+        rows, width = valid.shape
+        bounds = array_bounds(rows, width, transform)
+        near = parcels.sindex.query(box(*bounds), predicate="intersects")
+        if len(near) == 0:
+            return
+        near = np.sort(near)
+        pid = rasterize_parcels(parcels.iloc[near], transform, (rows, width))  # 1 + position in `near`
+        sel = valid & (pid > 0)
+        if not sel.any():
+            return
+        idx = near[pid[sel] - 1]
+        p = prob[:, sel].T  # [n, K]
+        np.add.at(self.votes, (idx, p.argmax(axis=1)), 1)
+        np.add.at(self.prob_sum, idx, p)
+
+    def merge(self, other: "ParcelStats") -> None:
+        """Add another tile's stats (parcels matched by feature id)."""
+        pos = {f: i for i, f in enumerate(self.fids)}
+        idx = np.array([pos[f] for f in other.fids], dtype=np.int64)
+        np.add.at(self.votes, idx, other.votes)
+        np.add.at(self.prob_sum, idx, other.prob_sum)
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, fids=self.fids, votes=self.votes, prob_sum=self.prob_sum)
+
+    @classmethod
+    def load(cls, path: Path) -> "ParcelStats":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["fids"], z["votes"], z["prob_sum"])
+
+
+def parcel_table(parcels: gpd.GeoDataFrame, stats: ParcelStats, table: ClassTable) -> gpd.GeoDataFrame:
+    """One row per parcel (same order as ``parcels``, whose ``fid`` column matches ``stats.fids``).
+
+    For the model's own level: ``declared_class``, ``pred_class`` (majority of the parcel's pixels),
+    ``pred_index``, ``confidence`` (mean probability of that class over the pixels), ``agreement``
+    (share of pixels voting for it), ``agrees`` (declared = predicted; empty without a known declared
+    code). For each coarser level L (group, coarse): ``declared_L``, ``pred_L``, ``confidence_L``,
+    ``agreement_L``, ``agrees_L``; then ``n_pixels`` and ``level`` (the model's own level).
+    """
+    pos = {f: i for i, f in enumerate(stats.fids)}
+    order = np.array([pos[f] for f in parcels["fid"]], dtype=np.int64)
+    votes, prob_sum = stats.votes[order], stats.prob_sum[order]
+    n_px = votes.sum(axis=1)
+    has = n_px > 0
+    declared = np.array([table.class_of(c) for c in parcels["CODE_CULTU"]], dtype=np.int64)
+    keep = [c for c in ("ID_PARCEL", "SURF_PARC", "CODE_CULTU", "CODE_GROUP") if c in parcels]
+    res = gpd.GeoDataFrame(parcels[keep].copy(), geometry=parcels.geometry.values, crs=parcels.crs)
+    for level, (names, m) in coarser_levels(table).items():
+        v, s = votes @ m.astype(np.int64), prob_sum @ m
+        top = v.argmax(axis=1)
+        dec = np.where(declared >= 0, (m.argmax(axis=1))[np.maximum(declared, 0)], -1)
+        suffix = "" if level == table.level else f"_{level}"
+        res[f"declared{suffix or '_class'}"] = [names[d] if d >= 0 else None for d in dec]
+        res[f"pred{suffix or '_class'}"] = [names[t] if h else None for t, h in zip(top, has)]
+        if not suffix:
+            res["pred_index"] = np.where(has, top, -1)
+        pick = np.arange(len(top)), top
+        res[f"confidence{suffix}"] = np.where(has, s[pick] / np.maximum(n_px, 1), np.nan)
+        res[f"agreement{suffix}"] = np.where(has, v[pick] / np.maximum(n_px, 1), np.nan)
+        res[f"agrees{suffix}"] = pd_bool([bool(d == t) if (h and d >= 0) else None for d, t, h in zip(dec, top, has)])
+    res["n_pixels"] = n_px
+    res["level"] = table.level  # the level of the unsuffixed columns
+    if not has.all():
+        log.warning("%d parcel(s) have no valid pixel in the imagery; their prediction is empty", int((~has).sum()))
+    return res
+
+
+def pd_bool(values: list) -> "object":
+    import pandas as pd
+
+    return pd.array(values, dtype="boolean")  # nullable: None where there is no declared class to compare
+
+
+def write_parcel_table(res: gpd.GeoDataFrame, out: Path, *, overwrite: bool) -> Path:
+    """GeoPackage (layer ``predictions``) or GeoParquet, chosen by the file suffix."""
+    fmt = PARCEL_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise CropmapError(f"{out}: unknown parcel output format; use one of {', '.join(PARCEL_FORMATS)}")
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        if fmt == "GPKG":
+            pyogrio.write_dataframe(res, tmp, layer="predictions", driver="GPKG")
+        else:
+            res.to_parquet(tmp, index=False)
+    return out
+
+
+def read_parcel_table(path: Path) -> gpd.GeoDataFrame:
+    """A table written by ``write_parcel_table`` (for ``cropmap audit``)."""
+    path = Path(path)
+    if not path.exists():
+        raise CropmapError(f"{path}: parcel predictions file does not exist")
+    try:
+        if PARCEL_FORMATS.get(path.suffix.lower()) == "Parquet":
+            return gpd.read_parquet(path)
+        return pyogrio.read_dataframe(path, layer="predictions")
+    except Exception as e:
+        raise CropmapError(f"{path}: not a parcel predictions file written by `cropmap predict` ({e})") from e

@@ -1,0 +1,246 @@
+"""``cropmap predict`` on one scene: a trained run + imagery -> a Cloud-Optimized GeoTIFF crop map,
+optional confidence and per-class probability COGs, a quick-look PNG, and each parcel's answer.
+
+The scene is predicted in overlapping windows blended without seams (see ``windows``); results are
+written band of rows by band of rows, so memory is set by the window size and the scene width.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import rasterio
+import torch
+from rasterio.windows import Window
+from shapely.geometry import box
+
+from ..checkpoint import Checkpoint, load_checkpoint
+from ..dataset.composite import DEFAULT_KEEP_SCL, composite_stack
+from ..dataset.rasterize import to_grid_crs
+from ..dataset.timegrid import TimeGrid
+from ..errors import CropmapError
+from ..progress import progress_bar
+from ..sources.geotiff_folder import SceneStack, open_scene_folder
+from ..sources.parcels import read_parcels
+from .parcels import PARCEL_FORMATS, ParcelStats, parcel_table, write_parcel_table
+from .rasters import (NODATA, StreamedRaster, describe_class_map, describe_percent_raster, to_percent)
+from .windows import plan_context, receptive_radius, stream_probabilities
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 512
+DEFAULT_OVERLAP = 64
+GDAL_CACHE_BYTES = 128 * 2**20
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    map_path: Path
+    confidence_path: Path | None
+    probabilities_path: Path | None
+    quicklook_path: Path | None
+    parcels_paths: tuple[Path, ...]
+    pixels: int
+    nodata_pixels: int
+    class_pixels: dict[str, int]
+    windows_px: tuple[int, int, int]  # window, overlap, context
+    seconds: float
+
+    @property
+    def parcels_path(self) -> Path | None:
+        return self.parcels_paths[0] if self.parcels_paths else None
+
+
+class ScenePredictor:
+    """The model of a checkpoint applied to windows of one scene: ``Window`` -> (probabilities
+    ``[K, h, w]``, has_data ``[h, w]``)."""
+
+    def __init__(self, ckpt: Checkpoint, stack: SceneStack, keep_scl=DEFAULT_KEEP_SCL) -> None:
+        self.ckpt, self.stack, self.keep_scl = ckpt, stack, tuple(keep_scl)
+        self.model = ckpt.build().eval()
+        self.grid = grid_for(ckpt.time_grid, stack)
+        self.doy = torch.as_tensor(self.grid.day_of_year.astype(np.float32))[None]
+        # windows start on the model's pooling grid, so they see what a whole-scene pass sees
+        self.multiple = max([int(getattr(m, "multiple", 1)) for m in self.model.modules()] + [1])
+
+    @property
+    def num_classes(self) -> int:
+        return self.ckpt.class_table.num_classes
+
+    def __call__(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        comp = composite_stack(self.stack, self.grid, window=win, keep_scl=self.keep_scl)
+        has_data = comp.has_data
+        # normalised in place, one contiguous copy: a window's input is the largest array here
+        v = comp.values  # [T, C, h, w] float32 DN
+        v /= 10000.0
+        v -= self.ckpt.norm_mean.astype(np.float32).reshape(1, -1, 1, 1)
+        v /= self.ckpt.norm_std.astype(np.float32).reshape(1, -1, 1, 1)
+        np.nan_to_num(v, copy=False, nan=0.0)
+        x = torch.from_numpy(np.ascontiguousarray(v.transpose(1, 0, 2, 3)))[None]  # [1, C, T, h, w]
+        del comp, v
+        with torch.inference_mode():
+            prob = torch.softmax(self.model(x, self.doy), dim=1)[0]  # [K, h, w]
+        return prob.numpy(), has_data
+
+
+def grid_for(trained: TimeGrid, stack: SceneStack) -> TimeGrid:
+    """The training grid, moved to the imagery's year when the imagery is from another season."""
+    inside = [d for d in stack.dates if 0 <= trained.step_of(d) < trained.steps]
+    grid = trained if inside else trained.in_year(stack.dates[0].year)
+    if not any(0 <= grid.step_of(d) < grid.steps for d in stack.dates):
+        raise CropmapError(f"{stack.files[0].parent}: no acquisition in the model's season "
+                           f"({grid.start} + {grid.steps} x {grid.period_days} days)")
+    return grid
+
+
+def check_outputs(paths: list[Path | None], overwrite: bool) -> None:
+    for p in paths:
+        if p is not None and Path(p).exists() and not overwrite:
+            raise CropmapError(f"{p}: already exists (pass --overwrite to replace it)")
+
+
+def quicklook_path_for(map_path: Path) -> Path:
+    return map_path.with_name(map_path.stem + ".quicklook.png")
+
+
+def read_scene_parcels(parcels: Path | str, stack: SceneStack, imagery: Path | str) -> gpd.GeoDataFrame:
+    """The parcels touching the scene (only those are read), in the scene's CRS, with their ``fid``."""
+    gdf = read_parcels(parcels, bbox=stack.bounds, bbox_crs=stack.crs, with_fid=True)
+    gdf = to_grid_crs(gdf, stack.crs, str(parcels))
+    gdf = gdf[gdf.intersects(box(*stack.bounds))].reset_index(drop=True)
+    if len(gdf) == 0:
+        raise CropmapError(f"{parcels}: no parcel overlaps the imagery in {imagery}")
+    return gdf
+
+
+def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parcels: Path | str | None = None,
+                  confidence_out: Path | str | None = None, probabilities_out: Path | str | None = None,
+                  quicklook: bool = True, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
+                  keep_scl=DEFAULT_KEEP_SCL, overwrite: bool = False, show_progress: bool = True,
+                  ) -> tuple[PredictSummary, ParcelStats | None]:
+    """Predict one scene; returns the summary and, with ``parcels``, the parcels' accumulated stats."""
+    start = time.perf_counter()
+    out = Path(out)
+    conf_out = Path(confidence_out) if confidence_out else None
+    prob_out = Path(probabilities_out) if probabilities_out else None
+    look_out = quicklook_path_for(out) if quicklook else None
+    check_outputs([out, conf_out, prob_out, look_out], overwrite)
+    if window < 16:
+        raise CropmapError(f"--window {window}: too small (at least 16 px)")
+    ckpt = load_checkpoint(run)
+    if ckpt.class_table.num_classes >= NODATA:
+        raise CropmapError(f"{run}: {ckpt.class_table.num_classes} classes do not fit a uint8 map")
+    stack = open_scene_folder(imagery)
+    predictor = ScenePredictor(ckpt, stack, keep_scl)
+    k, names = predictor.num_classes, list(ckpt.class_table.names)
+
+    gdf, stats = None, None
+    if parcels is not None:
+        gdf = read_scene_parcels(parcels, stack, imagery)
+        stats = ParcelStats.zeros(gdf["fid"].to_numpy(), k)
+
+    radius = receptive_radius(predictor.model, len(ckpt.bands), predictor.multiple)
+    context = plan_context(radius, overlap, predictor.multiple)
+    grid = dict(width=stack.width, height=stack.height, crs=stack.crs, transform=stack.transform)
+    class_pixels = np.zeros(k, dtype=np.int64)
+    nodata_pixels = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # GDAL's block cache would otherwise grow to 5 % of RAM with every block read and written
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmpdir:
+        tmp = Path(tmpdir)
+        rasters = {"map": StreamedRaster(out, tmp / "map.tif", grid, 1, resampling="mode")}
+        if conf_out:
+            rasters["conf"] = StreamedRaster(conf_out, tmp / "conf.tif", grid, 1, resampling="average")
+        if prob_out:
+            rasters["prob"] = StreamedRaster(prob_out, tmp / "prob.tif", grid, k, resampling="average")
+        try:
+            # colour table and descriptions before any pixel: GeoTIFF fixes them once data is written
+            describe_class_map(rasters["map"].dst, ckpt)
+            if conf_out:
+                describe_percent_raster(rasters["conf"].dst, ["confidence (max class probability)"],
+                                        "confidence", ckpt)
+            if prob_out:
+                describe_percent_raster(rasters["prob"].dst, names, "class probabilities", ckpt)
+            bar = progress_bar("predicting", stack.height * stack.width, unit="px") if show_progress else _no_bar()
+            with bar as advance:
+                for row0, prob, has in stream_probabilities(predictor, stack.height, stack.width, k, window=window,
+                                                            overlap=overlap, context=context,
+                                                            multiple=predictor.multiple):
+                    cls = prob.argmax(axis=0).astype(np.uint8)
+                    cls[~has] = NODATA
+                    rasters["map"].write(row0, cls)
+                    if conf_out:
+                        rasters["conf"].write(row0, to_percent(prob.max(axis=0), has))
+                    if prob_out:
+                        rasters["prob"].write(row0, to_percent(prob, has))
+                    nodata_pixels += int((~has).sum())
+                    class_pixels += np.bincount(cls[has], minlength=k)
+                    if stats is not None:
+                        stats.add_band(gdf, rasterio.windows.transform(Window(0, row0, stack.width, len(has)), stack.transform),
+                                       prob, has)
+                    advance(cls.size)
+            for r in rasters.values():
+                r.finish(overwrite)
+        finally:
+            for r in rasters.values():
+                r.close()
+    if look_out is not None:
+        from ..quicklook import render_quicklook
+
+        render_quicklook(out, look_out)
+    summary = PredictSummary(out, conf_out, prob_out, look_out, (), stack.height * stack.width, nodata_pixels,
+                             {names[i]: int(n) for i, n in enumerate(class_pixels)}, (window, overlap, context),
+                             time.perf_counter() - start)
+    return summary, stats
+
+
+def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcels: Path | str | None = None,
+                parcels_out: Path | str | list | tuple | None = None, confidence_out: Path | str | None = None,
+                probabilities_out: Path | str | None = None, quicklook: bool = True,
+                window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, keep_scl=DEFAULT_KEEP_SCL,
+                overwrite: bool = False) -> PredictSummary:
+    """Map one scene; with ``parcels`` and ``parcels_out`` (one or more .gpkg / .parquet paths) also
+    write each parcel's predicted class at every level of the hierarchy."""
+    outs = parcel_outputs(parcels_out)
+    if outs and parcels is None:
+        raise CropmapError("--parcels-out needs --parcels")
+    check_outputs(list(outs), overwrite)
+    summary, stats = predict_scene(run, imagery, out, parcels=parcels if outs else None,
+                                   confidence_out=confidence_out, probabilities_out=probabilities_out,
+                                   quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
+                                   overwrite=overwrite)
+    if not outs:
+        return summary
+    table = load_checkpoint(run).class_table
+    gdf = read_parcels(parcels, with_fid=True)
+    gdf = gdf[np.isin(gdf["fid"], stats.fids)].reset_index(drop=True)
+    res = parcel_table(gdf, stats, table)
+    written = tuple(write_parcel_table(res, p, overwrite=overwrite) for p in outs)
+    return PredictSummary(**{**summary.__dict__, "parcels_paths": written})
+
+
+def parcel_outputs(parcels_out) -> tuple[Path, ...]:
+    if parcels_out is None:
+        return ()
+    outs = (parcels_out,) if isinstance(parcels_out, (str, Path)) else tuple(parcels_out)
+    outs = tuple(Path(p) for p in outs)
+    for p in outs:
+        if p.suffix.lower() not in PARCEL_FORMATS:
+            raise CropmapError(f"{p}: unknown parcel output format; use one of {', '.join(PARCEL_FORMATS)}")
+    return outs
+
+
+class _no_bar:
+    def __enter__(self):
+        return lambda n=1: None
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -1,0 +1,102 @@
+"""Window layout, blending weights and the band-streaming mosaic, on predictors with known answers."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cropmap.predict.windows import blend_ramp, plan_context, receptive_radius, stream_probabilities, window_origins
+
+
+@pytest.mark.parametrize("total, window, stride, multiple", [(96, 48, 24, 1), (100, 48, 24, 4), (1000, 512, 448, 4),
+                                                             (30, 48, 24, 1), (97, 32, 16, 8)])
+def test_windows_cover_the_axis_on_the_pooling_grid(total, window, stride, multiple):
+    wins = window_origins(total, window, stride, multiple)
+    covered = np.zeros(total, dtype=int)
+    for o, s in wins:
+        covered[o : o + s] += 1
+        assert o % multiple == 0
+        assert s >= min(window, total)
+    assert (covered >= 1).all()
+    assert wins[-1][0] + wins[-1][1] == total
+    assert [o for o, _ in wins] == sorted({o for o, _ in wins})
+
+
+def test_neighbour_weights_sum_to_one_and_skip_the_context():
+    total, window, overlap, context = 200, 80, 30, 8
+    w0 = blend_ramp(0, window, total, overlap, context)
+    w1 = blend_ramp(50, window, total, overlap, context)  # stride 50: shares pixels 50..79
+    assert (w0[:50] == 1).all()  # the scene's own edge gets no ramp
+    assert (w0[-context:] == 0).all() and (w1[:context] == 0).all()
+    np.testing.assert_allclose(w0[50:80] + w1[:30], 1.0, atol=1e-6)
+
+
+def _known(r0, c0, h, w, k=3):
+    """A smooth field of class probabilities that depends on absolute pixel position only."""
+    yy, xx = np.mgrid[r0 : r0 + h, c0 : c0 + w].astype(np.float32)
+    logits = np.stack([np.sin(yy / 7 + i) + np.cos(xx / 5 - i) for i in range(k)])
+    e = np.exp(logits)
+    return (e / e.sum(axis=0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("height, width, window, overlap, context, multiple",
+                         [(70, 90, 32, 12, 3, 1), (64, 64, 64, 8, 2, 1), (101, 57, 40, 16, 5, 4), (20, 300, 64, 24, 0, 2)])
+def test_stream_reassembles_the_scene_exactly(height, width, window, overlap, context, multiple):
+    """Predictions corrupted near every window edge (as zero padding does) must not reach the mosaic
+    when the context covers the corruption; every row comes out once, in order."""
+    calls = []
+
+    def predict(win):
+        r0, c0, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
+        calls.append((r0, c0, h, w))
+        p = _known(r0, c0, h, w)
+        bad = np.ones((h, w), dtype=bool)
+        bad[context : h - context, context : w - context] = False
+        p[:, bad] = np.float32(0.9)  # wrong values within `context` of the window's edges
+        return p, np.ones((h, w), dtype=bool)
+
+    rows = []
+    for row0, prob, has in stream_probabilities(predict, height, width, 3, window=window, overlap=overlap,
+                                                context=context, multiple=multiple):
+        assert row0 == sum(len(r) for r in rows)
+        rows.append(prob.transpose(1, 0, 2))
+        assert has.all()
+    mosaic = np.concatenate(rows).transpose(1, 0, 2)
+    expected = _known(0, 0, height, width)
+    # the scene's own edges have no neighbour: there the corrupted values are all there is
+    inner = (slice(None), slice(context, height - context), slice(context, width - context))
+    np.testing.assert_allclose(mosaic[inner], expected[inner], atol=1e-5)
+    assert mosaic.shape == (3, height, width)
+
+
+def test_overlap_too_small_for_the_context_is_refused():
+    with pytest.raises(ValueError, match="no room to blend"):
+        list(stream_probabilities(lambda w: None, 64, 64, 2, window=32, overlap=10, context=5))
+
+
+class _Conv(nn.Module):
+    """Two 3x3 convolutions over the time-mean: the receptive radius is 2 pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+
+    def forward(self, x, doy, mask=None):
+        return self.c(x.mean(dim=2))
+
+
+class _Global(nn.Module):
+    def forward(self, x, doy, mask=None):
+        return x.mean(dim=(2, 3, 4), keepdim=True)[:, :, 0].expand(-1, -1, x.shape[3], x.shape[4])
+
+
+def test_receptive_radius_is_measured():
+    torch.manual_seed(0)
+    assert receptive_radius(_Conv(), 4) == 2
+    assert receptive_radius(_Global(), 4, max_probe=128) is None
+
+
+def test_plan_context_warns_when_the_overlap_is_too_small(caplog):
+    assert plan_context(10, 64, 4) == 10
+    assert plan_context(40, 64, 4) == 31
+    assert "raise --overlap to 82" in caplog.text
