@@ -135,3 +135,20 @@ def test_meadow_greener_than_wheat_in_july(scene: DemoScene) -> None:
     meadow, wheat = np.concatenate(ndvi[1]), np.concatenate(ndvi[2])
     assert meadow.size > 20 and wheat.size > 20
     assert np.median(meadow) > np.median(wheat) + 0.1
+
+
+def test_demo_command_runs_every_stage(tmp_path):
+    """The demo end to end on a small scene and one epoch: every output it announces exists."""
+    from rich.console import Console
+
+    from cropmap.demo.run import run_demo
+
+    console = Console(record=True, width=200)
+    results = run_demo(tmp_path / "demo", size=192, epochs=1, console=console)
+    assert set(results) == {"tempcnn-unet", "tempcnn-pixel"}
+    assert all(0 <= r["miou"] <= 1 and r["parameters"] > 0 for r in results.values())
+    text = console.export_text()
+    assert "test mIoU: tempcnn-unet" in text and "demo finished" in text
+    for name in ("map.tif", "map.confidence.tif", "map.quicklook.png", "parcels_pred.gpkg", "audit.csv",
+                 "runs/tempcnn-unet/report.html", "runs/tempcnn-pixel/metrics.json"):
+        assert (tmp_path / "demo" / name).exists(), name

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from cropmap.predict.windows import blend_ramp, plan_context, receptive_radius, stream_probabilities, window_origins
+from cropmap.predict.windows import (blend_ramp, column_strips, plan_context, receptive_radius, stream_probabilities,
+                                     window_origins)
 
 
 @pytest.mark.parametrize("total, window, stride, multiple", [(96, 48, 24, 1), (100, 48, 24, 4), (1000, 512, 448, 4),
@@ -39,34 +40,55 @@ def _known(r0, c0, h, w, k=3):
     return (e / e.sum(axis=0)).astype(np.float32)
 
 
-@pytest.mark.parametrize("height, width, window, overlap, context, multiple",
-                         [(70, 90, 32, 12, 3, 1), (64, 64, 64, 8, 2, 1), (101, 57, 40, 16, 5, 4), (20, 300, 64, 24, 0, 2)])
-def test_stream_reassembles_the_scene_exactly(height, width, window, overlap, context, multiple):
+def assemble(blocks, k, height, width):
+    """Paste streamed blocks into a scene; every pixel must come exactly once."""
+    out = np.full((k, height, width), np.nan, dtype=np.float32)
+    count = np.zeros((height, width), dtype=int)
+    for row0, col0, prob, has in blocks:
+        rows, cols = has.shape
+        assert prob.shape == (k, rows, cols) and has.all()
+        out[:, row0 : row0 + rows, col0 : col0 + cols] = prob
+        count[row0 : row0 + rows, col0 : col0 + cols] += 1
+    assert (count == 1).all()
+    return out
+
+
+@pytest.mark.parametrize("height, width, window, overlap, context, multiple, max_strip",
+                         [(70, 90, 32, 12, 3, 1, 4096), (64, 64, 64, 8, 2, 1, 4096), (101, 57, 40, 16, 5, 4, 4096),
+                          (20, 300, 64, 24, 0, 2, 4096), (70, 301, 32, 12, 3, 1, 64), (50, 333, 40, 16, 5, 4, 90),
+                          (40, 200, 40, 30, 5, 2, 60)])
+def test_stream_reassembles_the_scene_exactly(height, width, window, overlap, context, multiple, max_strip):
     """Predictions corrupted near every window edge (as zero padding does) must not reach the mosaic
-    when the context covers the corruption; every row comes out once, in order."""
-    calls = []
+    when the context covers the corruption, whatever the strips."""
 
     def predict(win):
         r0, c0, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
-        calls.append((r0, c0, h, w))
         p = _known(r0, c0, h, w)
         bad = np.ones((h, w), dtype=bool)
         bad[context : h - context, context : w - context] = False
         p[:, bad] = np.float32(0.9)  # wrong values within `context` of the window's edges
         return p, np.ones((h, w), dtype=bool)
 
-    rows = []
-    for row0, prob, has in stream_probabilities(predict, height, width, 3, window=window, overlap=overlap,
-                                                context=context, multiple=multiple):
-        assert row0 == sum(len(r) for r in rows)
-        rows.append(prob.transpose(1, 0, 2))
-        assert has.all()
-    mosaic = np.concatenate(rows).transpose(1, 0, 2)
+    blocks = stream_probabilities(predict, height, width, 3, window=window, overlap=overlap, context=context,
+                                  multiple=multiple, max_strip=max_strip)
+    mosaic = assemble(blocks, 3, height, width)
     expected = _known(0, 0, height, width)
     # the scene's own edges have no neighbour: there the corrupted values are all there is
     inner = (slice(None), slice(context, height - context), slice(context, width - context))
     np.testing.assert_allclose(mosaic[inner], expected[inner], atol=1e-5)
-    assert mosaic.shape == (3, height, width)
+
+
+def test_strips_bound_the_width_and_share_one_window():
+    cols = window_origins(10000, 512, 448, 4)
+    strips = column_strips(cols, 10000, 4096)
+    assert len(strips) == 3
+    assert strips[0][2] == 0 and strips[-1][3] == 10000
+    for (a0, b0, _, hi0), (a1, _, lo1, _) in zip(strips, strips[1:]):
+        assert a1 == b0 and hi0 == lo1  # one shared window column; owned columns tile the width
+    for a, b, _, _ in strips[:-1]:
+        assert cols[b][0] + cols[b][1] - cols[a][0] <= 4096
+    # windows more than half overlapping cannot be split: one strip
+    assert len(column_strips(window_origins(1000, 64, 16, 1), 1000, 128)) == 1
 
 
 def test_overlap_too_small_for_the_context_is_refused():

@@ -10,12 +10,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ..audit import audit_parcels
 from ..config import BuildConfig, ModelConfig, TrainConfig
 from ..dataset.build import build_dataset
 from ..errors import CropmapError
 from ..evaluate import evaluate_run
 from ..predict import predict_map
 from ..progress import progress_counter
+from ..report import write_report
 from ..train import train_model
 from .scene import generate_scene
 
@@ -59,7 +61,9 @@ def run_demo(out: Path | str, *, size: int = 512, seed: int = 0, epochs: int | N
 
     console.print("[bold]5/5[/] mapping the scene with tempcnn-unet")
     p = predict_map(out / "runs" / "tempcnn-unet", scene.imagery, out / "map.tif", parcels=scene.parcels,
-                    parcels_out=out / "parcels_pred.gpkg", overwrite=True)
+                    parcels_out=out / "parcels_pred.gpkg", confidence_out=out / "map.confidence.tif", overwrite=True)
+    audit = audit_parcels(p.parcels_path, out / "audit.csv", overwrite=True)
+    report = write_report(out / "runs" / "tempcnn-unet", map_path=p.map_path, overwrite=True)
 
     table = Table(title="Demo scene, test split (pixels)")
     for col in ("model", "params", "OA", "mIoU", "macro-F1", "kappa", "train s"):
@@ -75,7 +79,10 @@ def run_demo(out: Path | str, *, size: int = 512, seed: int = 0, epochs: int | N
     console.print("Outputs:")
     for label, path in (("scene (imagery, parcels)", scene.root), ("dataset", ds.path),
                         ("runs (model.pt, metrics.json, confusion.png, curves.png)", out / "runs"),
-                        ("crop map (COG)", p.map_path), ("parcel predictions", p.parcels_path)):
+                        ("crop map (COG)", p.map_path), ("confidence (COG)", p.confidence_path),
+                        ("quick-look", p.quicklook_path), ("parcel predictions", p.parcels_path),
+                        (f"audit ({audit.disagreeing} parcels disagree with their declaration)", audit.path),
+                        ("report (HTML)", report)):
         console.print(f"  {label}: {path}")
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return results

@@ -1,7 +1,7 @@
 """Per-parcel answers: each parcel's predicted class at every level of the hierarchy, its confidence,
 the share of its pixels that agree, and whether its declaration agrees.
 
-Pixel votes and probability sums are accumulated band by band (a parcel may cross any number of
+Pixel votes and probability sums are accumulated block by block (a parcel may cross any number of
 windows or tiles) under the parcel's feature id in its file, so the results of several tiles add up.
 """
 
@@ -43,7 +43,7 @@ class ParcelStats:
                    np.zeros((len(fids), num_classes), np.float64))
 
     def add_band(self, parcels: gpd.GeoDataFrame, transform: Affine, prob: np.ndarray, valid: np.ndarray) -> None:
-        """Add one band of rows: ``prob [K, rows, W]``, ``valid [rows, W]``, ``transform`` of its first row.
+        """Add one block: ``prob [K, rows, cols]``, ``valid [rows, cols]``, ``transform`` of its top-left pixel.
 
         ``parcels`` are in the imagery CRS with the same row order as ``fids``."""
         rows, width = valid.shape

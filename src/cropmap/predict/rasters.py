@@ -1,4 +1,4 @@
-"""Raster outputs of a prediction, written band of rows by band of rows and finished as COGs.
+"""Raster outputs of a prediction, written block by block and finished as COGs.
 
 Each raster is first streamed into a tiled GeoTIFF in a temporary folder beside the output, then
 copied to a Cloud-Optimized GeoTIFF (overviews, tiles) under a temporary name and renamed into place.
@@ -30,10 +30,10 @@ class StreamedRaster:
                        blockysize=256, compress="deflate", interleave="band" if count == 1 else "pixel", **grid)
         self.dst = rasterio.open(stream, "w", **profile)
 
-    def write(self, row0: int, data: np.ndarray) -> None:
-        """``data [bands, rows, W]`` or ``[rows, W]`` at rows ``row0...``"""
+    def write(self, row0: int, col0: int, data: np.ndarray) -> None:
+        """``data [bands, rows, cols]`` or ``[rows, cols]`` with its top-left pixel at ``(row0, col0)``."""
         data = data if data.ndim == 3 else data[None]
-        self.dst.write(data, window=Window(0, row0, data.shape[2], data.shape[1]))
+        self.dst.write(data, window=Window(col0, row0, data.shape[2], data.shape[1]))
 
     def finish(self, overwrite: bool) -> Path:
         self.dst.close()

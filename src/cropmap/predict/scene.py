@@ -2,7 +2,7 @@
 optional confidence and per-class probability COGs, a quick-look PNG, and each parcel's answer.
 
 The scene is predicted in overlapping windows blended without seams (see ``windows``); results are
-written band of rows by band of rows, so memory is set by the window size and the scene width.
+written block by block, so memory is set by the window size and the strip width (4096 px), not the area.
 """
 
 from __future__ import annotations
@@ -171,21 +171,21 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
                 describe_percent_raster(rasters["prob"].dst, names, "class probabilities", ckpt)
             bar = progress_bar("predicting", stack.height * stack.width, unit="px") if show_progress else _no_bar()
             with bar as advance:
-                for row0, prob, has in stream_probabilities(predictor, stack.height, stack.width, k, window=window,
-                                                            overlap=overlap, context=context,
-                                                            multiple=predictor.multiple):
+                for row0, col0, prob, has in stream_probabilities(
+                        predictor, stack.height, stack.width, k, window=window, overlap=overlap, context=context,
+                        multiple=predictor.multiple):
                     cls = prob.argmax(axis=0).astype(np.uint8)
                     cls[~has] = NODATA
-                    rasters["map"].write(row0, cls)
+                    rasters["map"].write(row0, col0, cls)
                     if conf_out:
-                        rasters["conf"].write(row0, to_percent(prob.max(axis=0), has))
+                        rasters["conf"].write(row0, col0, to_percent(prob.max(axis=0), has))
                     if prob_out:
-                        rasters["prob"].write(row0, to_percent(prob, has))
+                        rasters["prob"].write(row0, col0, to_percent(prob, has))
                     nodata_pixels += int((~has).sum())
                     class_pixels += np.bincount(cls[has], minlength=k)
                     if stats is not None:
-                        stats.add_band(gdf, rasterio.windows.transform(Window(0, row0, stack.width, len(has)), stack.transform),
-                                       prob, has)
+                        block = Window(col0, row0, has.shape[1], has.shape[0])
+                        stats.add_band(gdf, rasterio.windows.transform(block, stack.transform), prob, has)
                     advance(cls.size)
             for r in rasters.values():
                 r.finish(overwrite)

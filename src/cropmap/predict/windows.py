@@ -7,8 +7,9 @@ receptive field, every pixel that gets weight saw exactly what it would see in a
 of the whole scene, so the mosaic equals it up to float rounding; with less context the ramps still
 hide the seams.
 
-Rows are handed out as soon as no later window can touch them, so memory holds one band of rows
-(window height x scene width), whatever the area.
+The scene is processed in vertical strips (at most ``max_strip`` px wide, sharing one window column)
+and, within a strip, rows are handed out as soon as no later window can touch them, so memory holds
+one band of rows (window height x strip width), whatever the area.
 """
 
 from __future__ import annotations
@@ -95,11 +96,43 @@ def plan_context(radius: int | None, overlap: int, multiple: int) -> int:
     return radius
 
 
+def column_strips(cols: list[tuple[int, int]], width: int, max_width: int) -> list[tuple[int, int, int, int]]:
+    """Split the window columns into strips ``(first, last, own_lo, own_hi)``: strips share one window
+    column (computed twice) and each owns the pixel columns that only its own windows weigh, so every
+    strip's owned columns come out exactly as from one pass over the whole width.
+
+    A strip spans at most ``max_width`` pixels (but at least two window columns). Splitting needs
+    neighbours' overlaps not to reach past the next window's origin (window >= 2 x overlap)."""
+    n = len(cols)
+
+    def splittable(j: int) -> bool:  # window j shared; window j - 1 must not reach window j + 1's origin
+        return 0 < j < n - 1 and cols[j - 1][0] + cols[j - 1][1] <= cols[j + 1][0]
+
+    strips, first = [], 0
+    while True:
+        last = first + 1
+        while last + 1 < n and cols[last + 1][0] + cols[last + 1][1] - cols[first][0] <= max_width:
+            last += 1
+        while last > first and last < n - 1 and not splittable(last):
+            last -= 1
+        if last >= n - 1 or last == first:
+            strips.append((first, n - 1))
+            break
+        strips.append((first, last))
+        first = last
+    out = []
+    for k, (a, b) in enumerate(strips):
+        lo = 0 if k == 0 else cols[a + 1][0]
+        hi = width if k == len(strips) - 1 else cols[b + 1][0]
+        out.append((a, b, lo, hi))
+    return out
+
+
 def stream_probabilities(predict: WindowPredictor, height: int, width: int, num_classes: int, *,
-                         window: int, overlap: int, context: int, multiple: int = 1,
-                         ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield ``(row0, probabilities [K, rows, W], has_data [rows, W])`` bands, top to bottom, covering
-    the scene once; each band is final (every window touching it has been blended in)."""
+                         window: int, overlap: int, context: int, multiple: int = 1, max_strip: int = 4096,
+                         ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Yield ``(row0, col0, probabilities [K, rows, cols], has_data [rows, cols])`` blocks covering the
+    scene once, strip by strip (at most ``max_strip`` px wide), top to bottom; each block is final."""
     stride = (window - overlap) // multiple * multiple
     if overlap < 2 * context + 1 or stride <= 0:
         raise ValueError(f"window {window} with overlap {overlap} leaves no room to blend "
@@ -107,25 +140,33 @@ def stream_probabilities(predict: WindowPredictor, height: int, width: int, num_
     rows = window_origins(height, window, stride, multiple)
     cols = window_origins(width, window, stride, multiple)
     band = max(size for _, size in rows)
-    acc = np.zeros((num_classes, band, width), dtype=np.float32)
-    wsum = np.zeros((band, width), dtype=np.float32)
-    seen = np.zeros((band, width), dtype=bool)
+    row_weights = [blend_ramp(r, h, height, overlap, context) for r, h in rows]
     col_weights = [blend_ramp(c, w, width, overlap, context) for c, w in cols]
-    for i, (r, h) in enumerate(rows):
-        wy = blend_ramp(r, h, height, overlap, context)
-        for (c, w), wx in zip(cols, col_weights):
-            prob, has = predict(Window(c, r, w, h))
-            weight = wy[:, None] * wx[None, :]
-            acc[:, :h, c : c + w] += prob * weight
-            wsum[:h, c : c + w] += weight
-            seen[:h, c : c + w] |= has
-        done = (rows[i + 1][0] if i + 1 < len(rows) else height) - r  # rows no later window touches
-        yield r, acc[:, :done] / wsum[None, :done], seen[:done].copy()
-        # slide the band down to the next window row
-        keep = band - done
-        acc[:, :keep] = acc[:, done:].copy()
-        acc[:, keep:] = 0
-        wsum[:keep] = wsum[done:].copy()
-        wsum[keep:] = 0
-        seen[:keep] = seen[done:].copy()
-        seen[keep:] = False
+    for first, last, own_lo, own_hi in column_strips(cols, width, max_strip):
+        x0 = cols[first][0]
+        span = cols[last][0] + cols[last][1] - x0
+        acc = np.zeros((num_classes, band, span), dtype=np.float32)
+        wsum = np.zeros((band, span), dtype=np.float32)
+        seen = np.zeros((band, span), dtype=bool)
+        own = slice(own_lo - x0, own_hi - x0)
+        for i, (r, h) in enumerate(rows):
+            wy = row_weights[i]
+            for j in range(first, last + 1):
+                (c, w), wx = cols[j], col_weights[j]
+                prob, has = predict(Window(c, r, w, h))
+                weight = wy[:, None] * wx[None, :]
+                acc[:, :h, c - x0 : c - x0 + w] += prob * weight
+                wsum[:h, c - x0 : c - x0 + w] += weight
+                seen[:h, c - x0 : c - x0 + w] |= has
+            done = (rows[i + 1][0] if i + 1 < len(rows) else height) - r  # rows no later window touches
+            block = acc[:, :done, own]
+            block /= wsum[None, :done, own]  # in place: the consumer is done with it before we go on
+            yield r, own_lo, block, seen[:done, own].copy()
+            # slide the band down to the next window row
+            keep = band - done
+            acc[:, :keep] = acc[:, done:].copy()
+            acc[:, keep:] = 0
+            wsum[:keep] = wsum[done:].copy()
+            wsum[keep:] = 0
+            seen[:keep] = seen[done:].copy()
+            seen[keep:] = False
