@@ -3,6 +3,7 @@
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 import rasterio
@@ -131,3 +132,14 @@ def test_refuses_to_overwrite_and_bad_arguments(tiny_run, tiny_scene, tmp_path):
     with pytest.raises(CropmapError, match="too small"):
         predict_map(tiny_run, tiny_scene.imagery, tmp_path / "x.tif", window=8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]  # nothing half-written
+
+
+def test_only_parcels_touching_the_imagery_are_read_and_answered(tiny_run, tiny_scene, tmp_path):
+    gdf = pyogrio.read_dataframe(tiny_scene.parcels)
+    far = gdf.iloc[[0]].copy()
+    far["ID_PARCEL"], far["geometry"] = "far-away", far.geometry.translate(50_000, 0)
+    pyogrio.write_dataframe(pd.concat([gdf, far]), tmp_path / "p.gpkg", layer="PARCELLES_GRAPHIQUES")
+    s = predict_map(tiny_run, tiny_scene.imagery, tmp_path / "m.tif", parcels=tmp_path / "p.gpkg",
+                    parcels_out=tmp_path / "o.gpkg", quicklook=False)
+    out = pyogrio.read_dataframe(s.parcels_path)
+    assert "far-away" not in set(out.ID_PARCEL) and len(out) == len(gdf)

@@ -56,10 +56,13 @@ class ParcelStats:
         sel = valid & (pid > 0)
         if not sel.any():
             return
-        idx = near[pid[sel] - 1]
-        p = prob[:, sel].T  # [n, K]
-        np.add.at(self.votes, (idx, p.argmax(axis=1)), 1)
-        np.add.at(self.prob_sum, idx, p)
+        # per-parcel sums by bincount over the parcels present (np.add.at is far slower on millions of pixels)
+        present, local = np.unique(pid[sel] - 1, return_inverse=True)
+        rows, k = near[present], self.votes.shape[1]
+        p = prob[:, sel]  # [K, n]
+        self.votes[rows] += np.bincount(local * k + p.argmax(axis=0), minlength=len(present) * k).reshape(-1, k)
+        for c in range(k):
+            self.prob_sum[rows, c] += np.bincount(local, weights=p[c], minlength=len(present))
 
     def merge(self, other: "ParcelStats") -> None:
         """Add another tile's stats (parcels matched by feature id)."""
@@ -146,3 +149,17 @@ def read_parcel_table(path: Path) -> gpd.GeoDataFrame:
         return pyogrio.read_dataframe(path, layer="predictions")
     except Exception as e:
         raise CropmapError(f"{path}: not a parcel predictions file written by `cropmap predict` ({e})") from e
+
+
+def bounds_in_crs(rasters: list[Path], vector: Path | str) -> tuple[float, float, float, float]:
+    """Bounds of all ``rasters`` in the CRS of ``vector``, to read only the parcels of the area."""
+    import rasterio
+    from pyproj import Transformer
+
+    crs = pyogrio.read_info(vector)["crs"]
+    boxes = []
+    for m in rasters:
+        with rasterio.open(m) as src:
+            boxes.append(Transformer.from_crs(src.crs, crs, always_xy=True).transform_bounds(*src.bounds))
+    b = np.array(boxes)
+    return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())

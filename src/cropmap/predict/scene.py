@@ -29,7 +29,7 @@ from ..errors import CropmapError
 from ..progress import progress_bar
 from ..sources.geotiff_folder import SceneStack, open_scene_folder
 from ..sources.parcels import read_parcels
-from .parcels import PARCEL_FORMATS, ParcelStats, parcel_table, write_parcel_table
+from .parcels import PARCEL_FORMATS, ParcelStats, bounds_in_crs, parcel_table, write_parcel_table
 from .rasters import (NODATA, StreamedRaster, describe_class_map, describe_percent_raster, to_percent)
 from .windows import plan_context, receptive_radius, stream_probabilities
 
@@ -117,6 +117,10 @@ def read_scene_parcels(parcels: Path | str, stack: SceneStack, imagery: Path | s
     gdf = gdf[gdf.intersects(box(*stack.bounds))].reset_index(drop=True)
     if len(gdf) == 0:
         raise CropmapError(f"{parcels}: no parcel overlaps the imagery in {imagery}")
+    total = pyogrio.read_info(parcels)["features"]
+    if total > len(gdf):
+        log.info("%s: %d of %d parcels touch the imagery; the others are not in the parcel output",
+                 parcels, len(gdf), total)
     return gdf
 
 
@@ -220,7 +224,7 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
     if not outs:
         return summary
     table = load_checkpoint(run).class_table
-    gdf = read_parcels(parcels, with_fid=True)
+    gdf = read_parcels(parcels, with_fid=True, bbox=bounds_in_crs([summary.map_path], parcels))  # the area only
     gdf = gdf[np.isin(gdf["fid"], stats.fids)].reset_index(drop=True)
     res = parcel_table(gdf, stats, table)
     written = tuple(write_parcel_table(res, p, overwrite=overwrite) for p in outs)

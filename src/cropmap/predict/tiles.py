@@ -17,14 +17,13 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
-from pyproj import Transformer
 
 from ..atomic import atomic_path
 from ..checkpoint import load_checkpoint
 from ..dataset.composite import DEFAULT_KEEP_SCL
 from ..errors import CropmapError
 from ..sources.parcels import read_parcels
-from .parcels import ParcelStats, parcel_table, write_parcel_table
+from .parcels import ParcelStats, bounds_in_crs, parcel_table, write_parcel_table
 from .rasters import NODATA
 from .scene import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_outputs, parcel_outputs, predict_scene
 
@@ -97,7 +96,7 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
     written: tuple[Path, ...] = ()
     if outs:
         stats = merge_stats([s for _, s in results])
-        gdf = read_parcels(parcels, with_fid=True, bbox=_union_bounds([t.map_path for t in tiles], parcels))
+        gdf = read_parcels(parcels, with_fid=True, bbox=bounds_in_crs([t.map_path for t in tiles], parcels))
         gdf = gdf[np.isin(gdf["fid"], stats.fids)].reset_index(drop=True)
         res = parcel_table(gdf, stats, load_checkpoint(run).class_table)
         written = tuple(write_parcel_table(res, p, overwrite=overwrite) for p in outs)
@@ -133,19 +132,6 @@ def merge_stats(parts: list[ParcelStats | None]) -> ParcelStats:
     for p in parts:
         total.merge(p)
     return total
-
-
-def _union_bounds(maps: list[Path], parcels: Path | str) -> tuple[float, float, float, float]:
-    """Bounds of all tiles in the parcels' CRS, to read only the parcels of the area."""
-    import pyogrio
-
-    crs = pyogrio.read_info(parcels)["crs"]
-    boxes = []
-    for m in maps:
-        with rasterio.open(m) as src:
-            boxes.append(Transformer.from_crs(src.crs, crs, always_xy=True).transform_bounds(*src.bounds))
-    b = np.array(boxes)
-    return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
 
 
 def write_mosaics(maps: list[Path], out_dir: Path, stem: str) -> tuple[Path, ...]:
