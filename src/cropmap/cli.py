@@ -15,12 +15,18 @@ def _build(a: argparse.Namespace) -> None:
     from .config import BuildConfig, load_config
     from .dataset.build import build_dataset
 
-    cfg = load_config(BuildConfig, a.config, period_days=a.period, patch_size=a.patch_size, level=a.level,
-                      keep_scl=a.keep_scl, seed=a.seed, erode=a.erode, background=a.background)
+    if a.classes and a.level:
+        raise CropmapError("--classes replaces --level: give one or the other")
+    cfg = load_config(BuildConfig, a.config, period_days=a.period, patch_size=a.patch_size,
+                      level="custom" if a.classes else a.level, min_pixels=a.min_pixels,
+                      classes=str(a.classes) if a.classes else None, keep_scl=a.keep_scl, seed=a.seed, erode=a.erode,
+                      background=a.background)
     s = build_dataset(a.imagery, a.parcels, a.out, cfg, overwrite=a.overwrite)
     splits = ", ".join(f"{k} {v}" for k, v in s.n_patches.items())
+    unlabelled = f", {sum(s.unknown_codes.values())} left unlabelled (codes {', '.join(sorted(s.unknown_codes))})" \
+        if s.unknown_codes else ""
     print(f"dataset {s.path}: {sum(s.n_patches.values())} patches ({splits}), {s.steps} time steps, "
-          f"{len(s.classes)} classes, {s.n_parcels} parcels")
+          f"{len(s.classes)} classes, {s.n_parcels} parcels{unlabelled}")
 
 
 def _train(a: argparse.Namespace) -> None:
@@ -119,6 +125,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--period", type=int, help="composite period in days (default 10)")
     b.add_argument("--patch-size", type=int, help="patch side in pixels (default 64)")
     b.add_argument("--level", choices=["group", "crop"], help="label level (default group)")
+    b.add_argument("--min-pixels", type=int, metavar="N",
+                   help="--level crop: codes with fewer than N labelled pixels form one class, 'Autres cultures'")
+    b.add_argument("--classes", type=Path, metavar="FILE",
+                   help="your own classes: a CSV code,class[,color]; unlisted codes are left unlabelled")
     b.add_argument("--keep-scl", type=int, nargs="+", help="SCL classes kept as clear (default 4 5 6 7)")
     b.add_argument("--erode", type=int, help="parcel border pixels set to ignore (default 1)")
     b.add_argument("--no-background", dest="background", action="store_const", const=False, default=None,

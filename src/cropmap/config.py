@@ -17,7 +17,9 @@ class BuildConfig:
     period_days: int = 10  # length of one composite step
     patch_size: int = 64  # patch side in pixels
     keep_scl: tuple[int, ...] = (4, 5, 6, 7)  # SCL classes kept as clear: vegetation, bare, water, unclassified
-    level: str = "group"  # label level: "group" (RPG CODE_GROUP) or "crop" (CODE_CULTU)
+    level: str = "group"  # label scheme: "group" (RPG CODE_GROUP), "crop" (CODE_CULTU) or "custom" (needs classes)
+    min_pixels: int = 0  # crop level: codes with fewer labelled pixels than this form one class, "Autres cultures"
+    classes: str | None = None  # CSV code,class[,color]: the user's own classes (level "custom"); others unlabelled
     background: bool = True  # add class 0 for land outside the parcels (roads, woods, water, towns)
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / val / test share of spatial blocks
     erode: int = 1  # parcel border width (pixels) set to the ignore label

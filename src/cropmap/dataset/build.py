@@ -16,12 +16,12 @@ from .. import __version__
 from ..atomic import atomic_path
 from ..config import BuildConfig
 from ..errors import CropmapError
-from ..nomenclature import IGNORE_INDEX, make_class_table
+from ..nomenclature import IGNORE_INDEX, LEVELS, OTHER_NAME, make_class_table, read_class_scheme
 from ..progress import progress_bar
 from ..sources.geotiff_folder import BANDS, open_scene_folder
 from ..sources.parcels import read_parcels
 from .composite import composite_stack
-from .rasterize import labels_from_parcels, rasterize_parcels, to_grid_crs
+from .rasterize import border_mask, labels_from_parcels, rasterize_parcels, to_grid_crs
 from .splits import SPLITS, assign_block_splits, parcel_splits, patch_origins
 from .store import FORMAT_VERSION, write_dataset
 from .timegrid import TimeGrid
@@ -36,7 +36,8 @@ class BuildSummary:
     n_parcels: int
     classes: tuple[str, ...]
     steps: int
-    unknown_codes: dict[str, int]
+    unknown_codes: dict[str, int]  # code left unlabelled (not in the RPG table, or not in --classes) -> parcels
+    unknown_pixels: dict[str, int]  # the same codes -> pixels they would have labelled
 
 
 def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, config: BuildConfig = BuildConfig(),
@@ -45,6 +46,16 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     out = Path(out)
     if out.exists() and not overwrite:
         raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
+    level = "custom" if config.classes else config.level
+    if config.level not in LEVELS:
+        raise CropmapError(f"unknown label level {config.level!r}; expected group, crop, or custom with a classes file")
+    if config.classes and config.level == "crop":
+        raise CropmapError("--classes replaces --level: give one or the other")
+    if level == "custom" and not config.classes:
+        raise CropmapError("label level custom needs a classes file (--classes FILE)")
+    if config.min_pixels > 0 and level != "crop":
+        raise CropmapError(f"--min-pixels applies to --level crop, not to level {level}")
+    scheme = read_class_scheme(config.classes) if config.classes else None  # before any work: a bad file fails fast
     stack = open_scene_folder(imagery)
     gdf = read_parcels(parcels)
     gdf = to_grid_crs(gdf, stack.crs, str(parcels))
@@ -54,12 +65,27 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
         raise CropmapError(f"{parcels}: no parcel overlaps the imagery in {imagery} (checked in {stack.crs.to_string()})")
     gdf = gdf[inside].reset_index(drop=True)
 
-    table, unknown = make_class_table(gdf["CODE_CULTU"], config.level, background=config.background)
+    shape = (stack.height, stack.width)
+    pidx = rasterize_parcels(gdf, stack.transform, shape)
+    # labelled pixels per code: inside a parcel and off its eroded border (before the cloud mask)
+    inner = (pidx > 0) & ~border_mask(pidx, config.erode) if config.erode > 0 else pidx > 0
+    per_parcel = np.bincount(pidx[inner], minlength=len(gdf) + 1)[1:]
+    pixels: Counter[str] = Counter()
+    for code, n in zip(gdf["CODE_CULTU"], per_parcel):
+        pixels[code] += int(n)
+    table, unknown = make_class_table(gdf["CODE_CULTU"], level, background=config.background, pixels=pixels,
+                                      min_pixels=config.min_pixels, scheme=scheme)
     counts = Counter(gdf["CODE_CULTU"])
     unknown_counts = {c: counts[c] for c in unknown}
+    unknown_pixels = {c: pixels[c] for c in unknown}
     if unknown_counts:
-        log.warning("%s: %d unknown crop code(s) left unlabelled: %s", parcels, len(unknown_counts),
-                    ", ".join(f"{c} ({n})" for c, n in sorted(unknown_counts.items())))
+        why = f"not in {config.classes}" if scheme else "not in the RPG code table"
+        log.warning("%s: %d crop code(s) %s left unlabelled (parcels, pixels): %s", parcels, len(unknown_counts), why,
+                    ", ".join(f"{c} ({n}, {unknown_pixels[c]})" for c, n in sorted(unknown_counts.items())))
+    if OTHER_NAME in table.names and level == "crop":
+        folded = table.codes[table.names.index(OTHER_NAME)]
+        log.info("%d code(s) with fewer than %d labelled pixels folded into %r: %s", len(folded), config.min_pixels,
+                 OTHER_NAME, ", ".join(folded))
     if table.num_classes - int(table.background) < 2:
         raise CropmapError(f"{parcels}: fewer than two known crop classes among the parcels in the imagery")
 
@@ -67,8 +93,6 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     with progress_bar(f"compositing {len(stack)} dates", len(stack)) as advance:
         comp = composite_stack(stack, grid, keep_scl=config.keep_scl, progress=advance)
 
-    shape = (stack.height, stack.width)
-    pidx = rasterize_parcels(gdf, stack.transform, shape)
     parcel_class = np.array([table.class_of(c) for c in gdf["CODE_CULTU"]], dtype=np.int16)
     labels = labels_from_parcels(pidx, parcel_class, config.erode, 0 if table.background else None)
     labels[~comp.has_data] = IGNORE_INDEX  # no observation: nothing to learn from
@@ -140,7 +164,9 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
                          "width": stack.width, "height": stack.height}),
         build_config=json.dumps(asdict(config)),
         source=json.dumps({"imagery": str(imagery), "parcels": str(parcels)}),
+        unlabelled_codes=json.dumps({c: {"parcels": n, "pixels": unknown_pixels[c]} for c, n in unknown_counts.items()},
+                                    ensure_ascii=False),
     )
     with atomic_path(out, is_dir=True) as tmp:
         write_dataset(tmp, ds)
-    return BuildSummary(out, n_by_split, len(gdf), table.names, grid.steps, unknown_counts)
+    return BuildSummary(out, n_by_split, len(gdf), table.names, grid.steps, unknown_counts, unknown_pixels)
