@@ -97,6 +97,15 @@ def _report(a: argparse.Namespace) -> None:
     print(f"report {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained HTML)")
 
 
+def _fetch_parcels(a: argparse.Namespace) -> None:
+    from .sources.rpg_download import fetch_parcels
+
+    s = fetch_parcels(a.year, tuple(a.bbox), a.out, bbox_crs=a.bbox_crs, archive=a.archive, cache=a.cache,
+                      sha256=a.sha256, allow_http=a.allow_http, overwrite=a.overwrite)
+    print(f"{s.n_parcels:,} parcels of RPG {a.year} -> {s.path} (layer {s.layer} of {s.gpkg.name}"
+          + (f", downloaded {s.downloaded_bytes / 1e6:,.0f} MB" if s.downloaded_bytes else ", archive cached") + ")")
+
+
 def _demo(a: argparse.Namespace) -> None:
     from .demo.run import run_demo
 
@@ -117,8 +126,21 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo run")
     d.set_defaults(func=_demo)
 
+    f = sub.add_parser("fetch-parcels", help="download the national RPG archive and cut out the parcels of an area")
+    f.add_argument("--year", type=int, required=True, help="RPG year (its archive URL is known for 2023)")
+    f.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="area to keep, in --bbox-crs")
+    f.add_argument("--bbox-crs", default="EPSG:2154", help="CRS of --bbox (default EPSG:2154, Lambert-93)")
+    f.add_argument("--out", type=Path, required=True, help="GeoPackage to write (layer PARCELLES_GRAPHIQUES)")
+    f.add_argument("--archive", help="URL or local path of the RPG 7z archive (default: the geopf one for --year)")
+    f.add_argument("--cache", type=Path, help="download cache (default $CROPMAP_CACHE or ~/.cache/cropmap)")
+    f.add_argument("--sha256", help="expected SHA-256 of the archive (geopf publishes none)")
+    f.add_argument("--allow-http", action="store_true", help="accept a plain http:// archive URL")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    f.set_defaults(func=_fetch_parcels)
+
     b = sub.add_parser("build", help="imagery folder + parcels -> patch dataset (Zarr)")
-    b.add_argument("--imagery", type=Path, required=True, help="folder of per-date GeoTIFFs (S2_YYYY-MM-DD.tif)")
+    b.add_argument("--imagery", type=Path, required=True, help="folder of per-date GeoTIFFs (S2_YYYY-MM-DD.tif), a .zarr cube or a .nc NetCDF file")
     b.add_argument("--parcels", type=Path, required=True, help="parcels (GeoPackage, RPG schema)")
     b.add_argument("--out", type=Path, required=True, help="dataset to write (a .zarr folder)")
     b.add_argument("--config", type=Path, help="YAML file with BuildConfig fields")
@@ -168,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="crop map (COG), quick-look, per-parcel predictions; one scene or many tiles")
     r.add_argument("--run", type=Path, required=True, help="run folder written by `cropmap train`")
     r.add_argument("--imagery", type=Path, required=True, nargs="+",
-                   help="folder(s) of per-date GeoTIFFs; several folders are mapped as tiles")
+                   help="folder(s) of per-date GeoTIFFs, .zarr cube(s) or .nc file(s); several are mapped as tiles")
     r.add_argument("--out", type=Path, required=True,
                    help="map to write (.tif); with several imagery folders, a folder for the tiles and mosaic.vrt")
     r.add_argument("--parcels", type=Path, help="parcels to answer for (any CRS; only those in the area are read)")

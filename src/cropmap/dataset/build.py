@@ -18,7 +18,8 @@ from ..config import BuildConfig
 from ..errors import CropmapError
 from ..nomenclature import IGNORE_INDEX, LEVELS, OTHER_NAME, make_class_table, read_class_scheme
 from ..progress import progress_bar
-from ..sources.geotiff_folder import BANDS, open_scene_folder
+from ..sources.geotiff_folder import BANDS
+from ..sources.imagery import open_imagery
 from ..sources.parcels import read_parcels
 from .composite import composite_stack
 from .rasterize import border_mask, labels_from_parcels, rasterize_parcels, to_grid_crs
@@ -56,7 +57,7 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     if config.min_pixels > 0 and level != "crop":
         raise CropmapError(f"--min-pixels applies to --level crop, not to level {level}")
     scheme = read_class_scheme(config.classes) if config.classes else None  # before any work: a bad file fails fast
-    stack = open_scene_folder(imagery)
+    stack = open_imagery(imagery)
     gdf = read_parcels(parcels)
     gdf = to_grid_crs(gdf, stack.crs, str(parcels))
     footprint = box(*stack.bounds)

@@ -27,7 +27,8 @@ from ..dataset.rasterize import to_grid_crs
 from ..dataset.timegrid import TimeGrid
 from ..errors import CropmapError
 from ..progress import progress_bar
-from ..sources.geotiff_folder import SceneStack, open_scene_folder
+from ..sources.geotiff_folder import SceneStack
+from ..sources.imagery import open_imagery
 from ..sources.parcels import read_parcels
 from .parcels import PARCEL_FORMATS, ParcelStats, bounds_in_crs, parcel_table, write_parcel_table
 from .rasters import (NODATA, StreamedRaster, describe_class_map, describe_percent_raster, to_percent)
@@ -141,7 +142,7 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     ckpt = load_checkpoint(run)
     if ckpt.class_table.num_classes >= NODATA:
         raise CropmapError(f"{run}: {ckpt.class_table.num_classes} classes do not fit a uint8 map")
-    stack = open_scene_folder(imagery)
+    stack = open_imagery(imagery)
     predictor = ScenePredictor(ckpt, stack, keep_scl)
     k, names = predictor.num_classes, list(ckpt.class_table.names)
 

@@ -1,1 +1,2 @@
-"""Readers for the inputs: per-date Sentinel-2 GeoTIFF folders and RPG parcel files."""
+"""Readers for the inputs: Sentinel-2 imagery (per-date GeoTIFF folders, Zarr cubes, CF NetCDF files,
+all opened by ``imagery.open_imagery``) and RPG parcel files."""
