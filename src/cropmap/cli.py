@@ -106,6 +106,16 @@ def _fetch_parcels(a: argparse.Namespace) -> None:
           + (f", downloaded {s.downloaded_bytes / 1e6:,.0f} MB" if s.downloaded_bytes else ", archive cached") + ")")
 
 
+def _fetch_imagery(a: argparse.Namespace) -> None:
+    from .sources.stac import fetch_imagery
+
+    s = fetch_imagery(tuple(a.bbox), a.out, start=a.start, end=a.end, bbox_crs=a.bbox_crs, source=a.source,
+                      crs=a.crs, max_cloud=a.max_cloud, stac_url=a.stac_url, overwrite=a.overwrite)
+    print(f"{len(s.dates)} dates ({s.dates[0]} to {s.dates[-1]}, {s.n_items} items) -> {s.path} "
+          f"({s.width} x {s.height} px of 10 m, {s.crs.to_string()}"
+          + (f", resumed after {s.skipped} written" if s.skipped else "") + ")")
+
+
 def _demo(a: argparse.Namespace) -> None:
     from .demo.run import run_demo
 
@@ -138,6 +148,21 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--allow-http", action="store_true", help="accept a plain http:// archive URL")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output")
     f.set_defaults(func=_fetch_parcels)
+
+    g = sub.add_parser("fetch-imagery", help="Sentinel-2 L2A of an area from a STAC API -> Zarr cube (resumable)")
+    g.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="area to cover, in --bbox-crs")
+    g.add_argument("--bbox-crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326, lon/lat)")
+    g.add_argument("--start", required=True, help="first acquisition date, YYYY-MM-DD")
+    g.add_argument("--end", required=True, help="last acquisition date, YYYY-MM-DD (inclusive)")
+    g.add_argument("--source", default="earth-search", choices=["earth-search"],
+                   help="imagery provider (default earth-search: sentinel-2-c1-l2a, no account)")
+    g.add_argument("--out", type=Path, required=True, help="Zarr cube to write (rerun to resume an interrupted one)")
+    g.add_argument("--crs", default="EPSG:2154", help="CRS of the 10 m grid: EPSG:n or utm (default EPSG:2154)")
+    g.add_argument("--max-cloud", type=float, default=80.0, help="skip items with more cloud cover, %% (default 80)")
+    g.add_argument("--stac-url", help="STAC API to search instead of the source's own")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing complete cube")
+    g.set_defaults(func=_fetch_imagery)
 
     b = sub.add_parser("build", help="imagery folder + parcels -> patch dataset (Zarr)")
     b.add_argument("--imagery", type=Path, required=True, help="folder of per-date GeoTIFFs (S2_YYYY-MM-DD.tif), a .zarr cube or a .nc NetCDF file")
