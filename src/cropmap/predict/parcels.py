@@ -13,6 +13,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 from affine import Affine
 from rasterio.transform import array_bounds
@@ -111,18 +112,14 @@ def parcel_table(parcels: gpd.GeoDataFrame, stats: ParcelStats, table: ClassTabl
         pick = np.arange(len(top)), top
         res[f"confidence{suffix}"] = np.where(has, s[pick] / np.maximum(n_px, 1), np.nan)
         res[f"agreement{suffix}"] = np.where(has, v[pick] / np.maximum(n_px, 1), np.nan)
-        res[f"agrees{suffix}"] = pd_bool([bool(d == t) if (h and d >= 0) else None for d, t, h in zip(dec, top, has)])
+        # nullable boolean: empty where there is no declared class to compare
+        res[f"agrees{suffix}"] = pd.array([bool(d == t) if (h and d >= 0) else None for d, t, h in zip(dec, top, has)],
+                                          dtype="boolean")
     res["n_pixels"] = n_px
     res["level"] = table.level  # the level of the unsuffixed columns
     if not has.all():
         log.warning("%d parcel(s) have no valid pixel in the imagery; their prediction is empty", int((~has).sum()))
     return res
-
-
-def pd_bool(values: list) -> "object":
-    import pandas as pd
-
-    return pd.array(values, dtype="boolean")  # nullable: None where there is no declared class to compare
 
 
 def write_parcel_table(res: gpd.GeoDataFrame, out: Path, *, overwrite: bool) -> Path:

@@ -7,6 +7,7 @@ written block by block, so memory is set by the window size and the strip width 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -174,7 +175,8 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
                                         "confidence", ckpt)
             if prob_out:
                 describe_percent_raster(rasters["prob"].dst, names, "class probabilities", ckpt)
-            bar = progress_bar("predicting", stack.height * stack.width, unit="px") if show_progress else _no_bar()
+            bar = (progress_bar("predicting", stack.height * stack.width, unit="px") if show_progress
+                   else contextlib.nullcontext(lambda n=1: None))
             with bar as advance:
                 for row0, col0, prob, has in stream_probabilities(
                         predictor, stack.height, stack.width, k, window=window, overlap=overlap, context=context,
@@ -242,10 +244,3 @@ def parcel_outputs(parcels_out) -> tuple[Path, ...]:
             raise CropmapError(f"{p}: unknown parcel output format; use one of {', '.join(PARCEL_FORMATS)}")
     return outs
 
-
-class _no_bar:
-    def __enter__(self):
-        return lambda n=1: None
-
-    def __exit__(self, *exc) -> None:
-        return None
