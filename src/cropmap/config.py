@@ -36,11 +36,16 @@ class ModelConfig:
     unet_base: int = 32  # U-Net channels at full resolution (doubled at each level)
     unet_depth: int = 2  # number of down-samplings in the U-Net
     dropout: float = 0.1
+    # keyword arguments of one model only (e.g. U-TAE's encoder widths), on top of the shared fields above
+    options: dict[str, Any] = field(default_factory=dict)
 
     def kwargs(self) -> dict[str, Any]:
+        """The model's keyword arguments: the shared fields its constructor accepts, then ``options``."""
+        from .models import accepted_kwargs
+
         d = dataclasses.asdict(self)
-        d.pop("name")
-        return d
+        name, options = d.pop("name"), d.pop("options")
+        return {**accepted_kwargs(name, d), **options}
 
 
 @dataclass(frozen=True)

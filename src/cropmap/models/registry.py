@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 from torch import nn
 
@@ -26,3 +27,17 @@ def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs) -> n
 
         raise CropmapError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
     return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+def accepted_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``kwargs`` that model ``name``'s builder takes (all of them if it takes ``**kwargs``).
+
+    Shared config fields (e.g. ``hidden``) mean nothing to some models; they are left out rather than
+    passed to a constructor that would refuse them.
+    """
+    if name not in MODELS:
+        return kwargs
+    params = inspect.signature(MODELS[name]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
