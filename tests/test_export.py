@@ -19,6 +19,10 @@ from cropmap.models import MODELS
 from cropmap.models.temporal import INFERENCE_CHUNK_PIXELS
 
 
+# per-model hyper-parameters beyond the shared fields, kept small (the graph exported is the same)
+SMALL_OPTIONS = {"utae": {"encoder_widths": [8, 8, 8, 16], "decoder_widths": [8, 8, 8, 16], "n_head": 2, "d_model": 16}}
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_run, tiny_dataset, tmp_path_factory):
     """A trained run per registered model: ``tiny_run`` for the seed model, a few steps for the others."""
@@ -28,7 +32,7 @@ def runs(tiny_run, tiny_dataset, tmp_path_factory):
     out = {load_checkpoint(tiny_run).model_name: tiny_run}
     for name in sorted(set(MODELS) - set(out)):
         run = tmp_path_factory.mktemp("export-runs") / name
-        model = ModelConfig(name=name, hidden=8, embed_dim=8, temporal_layers=2)
+        model = ModelConfig(name=name, hidden=8, embed_dim=8, temporal_layers=2, options=SMALL_OPTIONS.get(name, {}))
         train_model(tiny_dataset, run, TrainConfig(model=model, epochs=1, max_steps=2, batch_size=2))
         out[name] = run
     return out

@@ -4,5 +4,6 @@ from .registry import MODELS, accepted_kwargs, build_model, register
 
 # importing the model modules fills the registry
 from . import tempcnn_unet  # noqa: E402,F401
+from . import utae  # noqa: E402,F401
 
 __all__ = ["MODELS", "accepted_kwargs", "build_model", "register"]

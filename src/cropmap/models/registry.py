@@ -26,6 +26,13 @@ def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs) -> n
         from ..errors import CropmapError
 
         raise CropmapError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    params = inspect.signature(MODELS[name]).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        from ..errors import CropmapError
+
+        taken = ", ".join(k for k in params if k not in ("in_channels", "num_classes"))
+        raise CropmapError(f"model {name!r} has no option {', '.join(unknown)} (it takes {taken})")
     return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 

@@ -62,7 +62,10 @@ def receptive_radius(model: torch.nn.Module, in_channels: int, multiple: int = 1
                      max_probe: int = 1024) -> int | None:
     """How far (in pixels) an input pixel can change the model's output, measured by the gradient of
     a ``multiple`` x ``multiple`` block of outputs; None when it reaches the probe's edge at ``max_probe``
-    (a model with global context)."""
+    (a model with global context). Models that declare ``global_context`` (e.g. U-TAE, whose GroupNorm
+    pools over the whole window) are not probed: the probe would grow to ``max_probe`` for nothing."""
+    if any(getattr(m, "global_context", False) for m in model.modules()):
+        return None
     was_training = model.training
     model.eval()
     try:
