@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean bench
 
 $(BIN)/cropmap: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# speed of every registered model, fast paths, allocator, data (~10-15 min on 2 cores); BENCH_ARGS=--quick for ~2 min
+bench: setup
+	$(BIN)/python benchmarks/bench_models.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info

@@ -96,9 +96,12 @@ def legend_entries(p: MapPreview) -> list[LegendEntry]:
     return entries
 
 
-def render_quicklook(map_path: Path | str, out_png: Path | str, *, max_side: int = 1024) -> Path:
+def render_quicklook(map_path: Path | str, out_png: Path | str, *, max_side: int = 1024,
+                     name: str | None = None) -> Path:
     """Write ``out_png``: the map (longer side at most ``max_side`` px read) with a legend giving each class
-    present its colour, name and share of the mapped (observed) pixels. Returns ``out_png``."""
+    present its colour, name and share of the mapped (observed) pixels. Returns ``out_png``.
+
+    ``name`` titles it instead of the map's file name (a map still under its temporary name)."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, safe in worker threads
     from matplotlib.patches import Patch
 
@@ -127,7 +130,7 @@ def render_quicklook(map_path: Path | str, out_png: Path | str, *, max_side: int
     for spine in ax.spines.values():  # a light frame shows the map's extent where it has no observation
         spine.set_edgecolor("0.75")
         spine.set_linewidth(0.6)
-    title = map_path.name + (f" · {p.model}" if p.model else "") + (f" ({p.level})" if p.level else "")
+    title = (name or map_path.name) + (f" · {p.model}" if p.model else "") + (f" ({p.level})" if p.level else "")
     fig.text(0.1 / fig_w, 1 - 0.1 / fig_h, title, fontsize=9, va="top")
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=((map_w + 0.2) / fig_w, 1 - 0.35 / fig_h),
                fontsize=8, frameon=False, title="share of mapped pixels" if entries else "no mapped pixel",

@@ -10,7 +10,19 @@ from cropmap.errors import CropmapError
 from cropmap.models import MODELS, build_model
 from cropmap.nomenclature import make_class_table
 
-SMALL = dict(hidden=8, embed_dim=8, unet_base=8, unet_depth=2, temporal_layers=2)
+# small hyper-parameters per registered model (a new model fails test_every_model_has_small_kwargs until added);
+# U-TAE's widths are lists, as YAML and checkpoints give them
+SMALL = {
+    "tempcnn-unet": dict(hidden=8, embed_dim=8, unet_base=8, unet_depth=2, temporal_layers=2),
+    "tempcnn-unet-fast": dict(hidden=8, embed_dim=8, unet_base=8, unet_depth=2, temporal_layers=3),
+    "tempcnn-pixel": dict(hidden=8, embed_dim=8, temporal_layers=2),
+    "utae": dict(encoder_widths=[8, 8, 8, 16], decoder_widths=[8, 8, 8, 16], n_head=2, d_model=16, d_k=4),
+}
+# what keeps padded steps from touching real ones: for the temporal CNNs, a kernel of 1 (their convolutions
+# mix neighbouring steps); U-TAE's attention and normalisation exclude them as built
+UNMIXED = {"tempcnn-unet": dict(temporal_layers=1, kernel_size=1), "tempcnn-pixel": dict(temporal_layers=1, kernel_size=1)}
+# the fast model keeps two layers, so that its strided mask is what gets tested
+UNMIXED["tempcnn-unet-fast"] = dict(temporal_layers=2, kernel_size=1)
 
 
 def _inputs(b=2, c=4, t=7, h=12, w=10, seed=0):
@@ -25,15 +37,19 @@ def name(request):
     return request.param
 
 
+def test_every_model_has_small_kwargs():
+    assert sorted(SMALL) == sorted(MODELS)
+
+
 @pytest.mark.parametrize("t, h, w", [(5, 16, 16), (11, 13, 7), (36, 1, 1), (2, 33, 20)])
 def test_shapes_for_any_t_h_w(name, t, h, w):
-    model = build_model(name, in_channels=4, num_classes=5, **SMALL).eval()
+    model = build_model(name, in_channels=4, num_classes=5, **SMALL[name]).eval()
     x, doy = _inputs(t=t, h=h, w=w)
     assert model(x, doy).shape == (2, 5, h, w)
 
 
 def test_backward_reaches_every_parameter(name):
-    model = build_model(name, in_channels=4, num_classes=3, **SMALL)
+    model = build_model(name, in_channels=4, num_classes=3, **SMALL[name])
     x, doy = _inputs()
     model(x, doy).logsumexp(1).mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -41,8 +57,9 @@ def test_backward_reaches_every_parameter(name):
 
 
 def test_fast_path_equals_reference_formulation(name):
-    """[B·H·W, C, T] Conv1d (the mission's formulation) and the (k, 1) grid convolution agree."""
-    model = build_model(name, in_channels=4, num_classes=4, **SMALL).eval()
+    """The two formulations agree: for the temporal CNNs [B·H·W, C, T] Conv1d (the mission's) and the (k, 1)
+    grid convolution; for U-TAE the encoder run on every date and on the real dates only."""
+    model = build_model(name, in_channels=4, num_classes=4, **SMALL[name]).eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -55,22 +72,25 @@ def test_fast_path_equals_reference_formulation(name):
 
 
 def test_masked_steps_do_not_change_the_output(name):
-    """Padding a series with masked steps (as a batch of mixed T does) must not change the result.
-    With a kernel of 1 the padded steps touch no real step, so any difference would come from pooling."""
-    model = build_model(name, in_channels=4, num_classes=4, **{**SMALL, "temporal_layers": 1, "kernel_size": 1}).eval()
+    """Padding a series with masked steps of random values (as a batch of mixed T does) must not change the
+    result, by either formulation. Any difference would come from pooling, attention or normalisation over time."""
+    model = build_model(name, in_channels=4, num_classes=4, **{**SMALL[name], **UNMIXED.get(name, {})}).eval()
     x, doy = _inputs(b=1, t=6)
-    padded = torch.cat([x, torch.randn(1, 4, 3, 12, 10)], dim=2)
+    padded = torch.cat([x, 5 * torch.randn(1, 4, 3, 12, 10)], dim=2)
     doy_p = torch.cat([doy, torch.full((1, 3), 100.0)], dim=1)
     mask = torch.tensor([[True] * 6 + [False] * 3])
     with torch.no_grad():
-        torch.testing.assert_close(model(x, doy), model(padded, doy_p, mask), rtol=1e-4, atol=1e-5)
+        want = model(x, doy)
+        torch.testing.assert_close(model(padded, doy_p, mask), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(padded, doy_p, mask, reference=True), want, rtol=1e-4, atol=1e-5)
+        assert (model(padded, doy_p) - want).abs().max() > 1e-3  # unmasked, the padding does change it
 
 
 def test_checkpoint_round_trip(name, tmp_path):
     table, _ = make_class_table(["BTH", "MIS", "PPH"], "group")
-    model = build_model(name, in_channels=4, num_classes=table.num_classes, **SMALL).eval()
+    model = build_model(name, in_channels=4, num_classes=table.num_classes, **SMALL[name]).eval()
     grid = TimeGrid.covering([__import__("datetime").date(2023, 1, 5)] * 2, 10)
-    save_checkpoint(tmp_path / "model.pt", Checkpoint(name, SMALL, model.state_dict(), table, grid,
+    save_checkpoint(tmp_path / "model.pt", Checkpoint(name, SMALL[name], model.state_dict(), table, grid,
                                                       ("B2", "B3", "B4", "B8"), np.zeros(4), np.ones(4), {"a": 1}))
     ck = load_checkpoint(tmp_path)
     assert ck.class_table == table and ck.time_grid == grid and ck.extra == {"a": 1}
@@ -96,5 +116,5 @@ def test_checkpoint_loading_refuses_foreign_files(tmp_path):
 
 
 def test_unknown_model_name():
-    with pytest.raises(CropmapError, match="unknown model 'nope'; available: tempcnn-pixel, tempcnn-unet"):
+    with pytest.raises(CropmapError, match=f"unknown model 'nope'; available: {', '.join(sorted(MODELS))}$"):
         build_model("nope", in_channels=4, num_classes=2)

@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def doy_features(doy: torch.Tensor) -> torch.Tensor:
@@ -25,14 +26,20 @@ def doy_features(doy: torch.Tensor) -> torch.Tensor:
 
 
 class TemporalCNN(nn.Module):
+    """``time_stride`` > 1 strides every convolution after the first along time: the later (wider)
+    layers then see T / stride, T / stride² ... steps, the cheaper configurations' lever."""
+
     def __init__(self, in_channels: int = 4, hidden: int = 64, kernel_size: int = 5, layers: int = 3,
-                 embed_dim: int = 64, dropout: float = 0.1) -> None:
+                 embed_dim: int = 64, dropout: float = 0.1, time_stride: int = 1) -> None:
         super().__init__()
+        if time_stride > 1 and kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size {kernel_size}: must be odd, so that output steps stay centred on input steps")
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         c = in_channels + 2  # + day-of-year features
-        for _ in range(layers):
-            self.convs.append(nn.Conv1d(c, hidden, kernel_size, padding=kernel_size // 2, bias=False))
+        for i in range(layers):
+            stride = time_stride if i > 0 else 1
+            self.convs.append(nn.Conv1d(c, hidden, kernel_size, stride, padding=kernel_size // 2, bias=False))
             self.norms.append(nn.BatchNorm1d(hidden))
             c = hidden
         self.dropout = nn.Dropout(dropout)
@@ -43,7 +50,8 @@ class TemporalCNN(nn.Module):
         """Reference: ``x [N, C, T]``, ``doy [N, T]``, ``mask [N, T]`` (True = real step) -> ``[N, D]``."""
         h = torch.cat([x, doy_features(doy).to(x.dtype)], dim=1)  # [N, C+2, T]
         for conv, norm in zip(self.convs, self.norms):
-            h = F.relu(norm(conv(h)))  # [N, hidden, T]
+            h = F.relu(norm(conv(h)))  # [N, hidden, T / stride]
+            mask = _stride_mask(mask, conv.stride[0])
         return self.project(self.dropout(_pool_time(h, None if mask is None else mask[:, None, :], dim=2)))
 
     def forward_grid(self, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,15 +60,32 @@ class TemporalCNN(nn.Module):
         feats = doy_features(doy).to(x.dtype)[..., None].expand(b, 2, t, hh * ww)  # [B, 2, T, H·W]
         h = torch.cat([x.reshape(b, c, t, hh * ww), feats], dim=1)  # [B, C+2, T, H·W]
         for conv, norm in zip(self.convs, self.norms):
-            h = F.conv2d(h, conv.weight.unsqueeze(-1), padding=(conv.padding[0], 0))
-            h = F.batch_norm(h, norm.running_mean, norm.running_var, norm.weight, norm.bias,
-                             self.training or not norm.track_running_stats, norm.momentum, norm.eps)
-            h = F.relu(h)  # [B, hidden, T, H·W]
+            # conv.bias is None unless fold_batchnorm moved the BatchNorm into it (norm is then Identity)
+            h = F.conv2d(h, conv.weight.unsqueeze(-1), conv.bias, stride=(conv.stride[0], 1),
+                         padding=(conv.padding[0], 0))
+            if isinstance(norm, nn.BatchNorm1d):  # the module itself refuses 4-D input
+                h = F.batch_norm(h, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                 self.training or not norm.track_running_stats, norm.momentum, norm.eps)
+            h = F.relu_(h)  # [B, hidden, T / stride, H·W]; in place: one memory pass less
+            mask = _stride_mask(mask, conv.stride[0])
         pooled = _pool_time(h, None if mask is None else mask[:, None, :, None], dim=2)  # [B, 2·hidden, H·W]
         # dropout on the pooled features, not inside the convolutions: same regularisation, far cheaper
         pooled = self.dropout(pooled.transpose(1, 2))  # [B, H·W, 2·hidden]
         emb = F.linear(pooled, self.project.weight, self.project.bias)  # [B, H·W, D]
         return emb.transpose(1, 2).reshape(b, -1, hh, ww)
+
+    def fold_batchnorm_(self) -> None:
+        """Eval only: move each BatchNorm into the convolution before it (see ``models.fold``)."""
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            if isinstance(norm, nn.BatchNorm1d) and norm.track_running_stats:
+                self.convs[i] = fuse_conv_bn_eval(conv, norm)
+                self.norms[i] = nn.Identity()
+
+
+def _stride_mask(mask: torch.Tensor | None, stride: int) -> torch.Tensor | None:
+    """``mask [N, T]`` -> the mask of a strided convolution's output: output step i is centred on input
+    step i·stride (odd kernel, padding k // 2), so it is real when that step is."""
+    return mask if mask is None or stride == 1 else mask[..., ::stride]
 
 
 def _pool_time(h: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
@@ -83,7 +108,9 @@ def per_pixel(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask: to
     return emb.reshape(b, h, w, -1).permute(0, 3, 1, 2)  # [B, D, H, W]
 
 
-INFERENCE_CHUNK_PIXELS = 1 << 14  # pixels per temporal-CNN call without autograd: ~75 MB per activation at 32 ch, T = 36; faster than larger chunks (cache)
+# pixels per temporal-CNN call without autograd (~25 MB per activation at 32 ch, T = 48): smaller chunks
+# stay in cache; at 256 px, T = 48 on 2 Xeon cores 4096 gave 128 k px/s, 16384 109 k, 65536 94 k (make bench)
+INFERENCE_CHUNK_PIXELS = 1 << 12
 
 
 def embed_pixels(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None,

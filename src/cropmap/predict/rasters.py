@@ -1,7 +1,7 @@
 """Raster outputs of a prediction, written block by block and finished as COGs.
 
 Each raster is first streamed into a tiled GeoTIFF in a temporary folder beside the output, then
-copied to a Cloud-Optimized GeoTIFF (overviews, tiles) under a temporary name and renamed into place.
+copied to a Cloud-Optimized GeoTIFF (overviews, tiles) under the temporary name its caller renames.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
 
-from ..atomic import atomic_path
 from ..checkpoint import Checkpoint
 
 NODATA = 255  # class map value where a pixel had no valid observation
@@ -35,11 +34,11 @@ class StreamedRaster:
         data = data if data.ndim == 3 else data[None]
         self.dst.write(data, window=Window(col0, row0, data.shape[2], data.shape[1]))
 
-    def finish(self, overwrite: bool) -> Path:
+    def finish(self) -> Path:
+        """Copy the stream to ``final`` as a COG (callers give a temporary path, renamed when all are done)."""
         self.dst.close()
-        with atomic_path(self.final, overwrite=overwrite) as tmp:
-            rasterio.shutil.copy(self.stream, tmp, driver="COG", compress="DEFLATE",
-                                 overview_resampling=self.resampling, blocksize=512)
+        rasterio.shutil.copy(self.stream, self.final, driver="COG", compress="DEFLATE",
+                             overview_resampling=self.resampling, blocksize=512)
         self.stream.unlink(missing_ok=True)
         return self.final
 

@@ -22,16 +22,18 @@ import torch
 from rasterio.windows import Window
 from shapely.geometry import box
 
+from ..atomic import atomic_path, temp_prefix
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..dataset.composite import DEFAULT_KEEP_SCL, composite_stack
 from ..dataset.rasterize import to_grid_crs
 from ..dataset.timegrid import TimeGrid
 from ..errors import CropmapError
+from ..models.fold import fold_batchnorm
 from ..progress import progress_bar
-from ..sources.geotiff_folder import SceneStack
+from ..sources.geotiff_folder import BANDS, SceneStack
 from ..sources.imagery import open_imagery
 from ..sources.parcels import read_parcels
-from .parcels import PARCEL_FORMATS, ParcelStats, bounds_in_crs, parcel_table, write_parcel_table
+from .parcels import PARCEL_FORMATS, ParcelStats, parcel_table, write_parcel_table
 from .rasters import (NODATA, StreamedRaster, describe_class_map, describe_percent_raster, to_percent)
 from .windows import plan_context, receptive_radius, stream_probabilities
 
@@ -66,7 +68,7 @@ class ScenePredictor:
 
     def __init__(self, ckpt: Checkpoint, stack: SceneStack, keep_scl=DEFAULT_KEEP_SCL) -> None:
         self.ckpt, self.stack, self.keep_scl = ckpt, stack, tuple(keep_scl)
-        self.model = ckpt.build().eval()
+        self.model = fold_batchnorm(ckpt.build())  # eval copy, BatchNorms merged into the convolutions
         self.grid = grid_for(ckpt.time_grid, stack)
         self.doy = torch.as_tensor(self.grid.day_of_year.astype(np.float32))[None]
         # windows start on the model's pooling grid, so they see what a whole-scene pass sees
@@ -130,8 +132,12 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
                   confidence_out: Path | str | None = None, probabilities_out: Path | str | None = None,
                   quicklook: bool = True, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
                   keep_scl=DEFAULT_KEEP_SCL, overwrite: bool = False, show_progress: bool = True,
-                  ) -> tuple[PredictSummary, ParcelStats | None]:
-    """Predict one scene; returns the summary and, with ``parcels``, the parcels' accumulated stats."""
+                  staging: contextlib.ExitStack | None = None) -> tuple[PredictSummary, ParcelStats | None]:
+    """Predict one scene; returns the summary and, with ``parcels``, the parcels' accumulated stats.
+
+    Outputs are written under temporary names and renamed when ``staging`` closes (by default, on return),
+    the map last: a map on disk means every output of its run is complete, so a killed run leaves none.
+    """
     start = time.perf_counter()
     out = Path(out)
     conf_out = Path(confidence_out) if confidence_out else None
@@ -144,6 +150,9 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     if ckpt.class_table.num_classes >= NODATA:
         raise CropmapError(f"{run}: {ckpt.class_table.num_classes} classes do not fit a uint8 map")
     stack = open_imagery(imagery)
+    if tuple(ckpt.bands) != BANDS:  # readers always give B2, B3, B4, B8: a model of other bands cannot run
+        raise CropmapError(f"{ckpt.source or run}: the model's bands {', '.join(ckpt.bands)} differ from the "
+                           f"imagery's {', '.join(BANDS)} ({imagery})")
     predictor = ScenePredictor(ckpt, stack, keep_scl)
     k, names = predictor.num_classes, list(ckpt.class_table.names)
 
@@ -154,59 +163,76 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
 
     radius = receptive_radius(predictor.model, len(ckpt.bands), predictor.multiple)
     context = plan_context(radius, overlap, predictor.multiple)
-    grid = dict(width=stack.width, height=stack.height, crs=stack.crs, transform=stack.transform)
     class_pixels = np.zeros(k, dtype=np.int64)
-    nodata_pixels = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    # GDAL's block cache would otherwise grow to 5 % of RAM with every block read and written
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
-            tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmpdir:
-        tmp = Path(tmpdir)
-        rasters = {"map": StreamedRaster(out, tmp / "map.tif", grid, 1, resampling="mode")}
-        if conf_out:
-            rasters["conf"] = StreamedRaster(conf_out, tmp / "conf.tif", grid, 1, resampling="average")
-        if prob_out:
-            rasters["prob"] = StreamedRaster(prob_out, tmp / "prob.tif", grid, k, resampling="average")
-        try:
-            # colour table and descriptions before any pixel: GeoTIFF fixes them once data is written
-            describe_class_map(rasters["map"].dst, ckpt)
-            if conf_out:
-                describe_percent_raster(rasters["conf"].dst, ["confidence (max class probability)"],
-                                        "confidence", ckpt)
-            if prob_out:
-                describe_percent_raster(rasters["prob"].dst, names, "class probabilities", ckpt)
-            bar = (progress_bar("predicting", stack.height * stack.width, unit="px") if show_progress
-                   else contextlib.nullcontext(lambda n=1: None))
-            with bar as advance:
-                for row0, col0, prob, has in stream_probabilities(
-                        predictor, stack.height, stack.width, k, window=window, overlap=overlap, context=context,
-                        multiple=predictor.multiple):
-                    cls = prob.argmax(axis=0).astype(np.uint8)
-                    cls[~has] = NODATA
-                    rasters["map"].write(row0, col0, cls)
-                    if conf_out:
-                        rasters["conf"].write(row0, col0, to_percent(prob.max(axis=0), has))
-                    if prob_out:
-                        rasters["prob"].write(row0, col0, to_percent(prob, has))
-                    nodata_pixels += int((~has).sum())
-                    class_pixels += np.bincount(cls[has], minlength=k)
-                    if stats is not None:
-                        block = Window(col0, row0, has.shape[1], has.shape[0])
-                        stats.add_band(gdf, rasterio.windows.transform(block, stack.transform), prob, has)
-                    advance(cls.size)
-            for r in rasters.values():
-                r.finish(overwrite)
-        finally:
-            for r in rasters.values():
-                r.close()
-    if look_out is not None:
-        from ..quicklook import render_quicklook
+    own = contextlib.ExitStack()
+    stage = staging if staging is not None else own
 
-        render_quicklook(out, look_out)
-    summary = PredictSummary(out, conf_out, prob_out, look_out, (), stack.height * stack.width, nodata_pixels,
+    def staged(final: Path) -> Path:  # renamed into place when ``stage`` closes, in reverse order of staging
+        return stage.enter_context(atomic_path(final, overwrite=overwrite))  # also clears a killed run's temps
+
+    # GDAL's block cache would otherwise grow to 5 % of RAM with every block read and written
+    with own, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        map_tmp = staged(out)  # staged first: renamed last
+        conf_tmp, prob_tmp, look_tmp = (staged(p) if p else None for p in (conf_out, prob_out, look_out))
+        with tempfile.TemporaryDirectory(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent) as tmpdir:
+            tmp = Path(tmpdir)
+            _stream_scene(stack, predictor, tmp, map_tmp, conf_tmp, prob_tmp, window, overlap, context, gdf, stats,
+                          class_pixels, show_progress)
+        if look_tmp is not None:
+            from ..quicklook import render_quicklook
+
+            render_quicklook(map_tmp, look_tmp, name=out.name)
+    summary = PredictSummary(out, conf_out, prob_out, look_out, (), stack.height * stack.width,
+                             int(stack.height * stack.width - class_pixels.sum()),
                              {names[i]: int(n) for i, n in enumerate(class_pixels)}, (window, overlap, context),
                              time.perf_counter() - start)
     return summary, stats
+
+
+def _stream_scene(stack, predictor: ScenePredictor, tmp: Path, map_out: Path, conf_out: Path | None,
+                  prob_out: Path | None, window: int, overlap: int, context: int, gdf, stats: ParcelStats | None,
+                  class_pixels: np.ndarray, show_progress: bool) -> None:
+    """Predict the scene window by window, streamed into ``tmp`` and finished as COGs at ``map_out`` (and
+    ``conf_out``, ``prob_out``); adds each block's pixels per class to ``class_pixels`` and, with
+    ``stats``, its parcels' votes."""
+    ckpt, k = predictor.ckpt, predictor.num_classes
+    grid = dict(width=stack.width, height=stack.height, crs=stack.crs, transform=stack.transform)
+    rasters = {"map": StreamedRaster(map_out, tmp / "map.tif", grid, 1, resampling="mode")}
+    if conf_out:
+        rasters["conf"] = StreamedRaster(conf_out, tmp / "conf.tif", grid, 1, resampling="average")
+    if prob_out:
+        rasters["prob"] = StreamedRaster(prob_out, tmp / "prob.tif", grid, k, resampling="average")
+    try:
+        # colour table and descriptions before any pixel: GeoTIFF fixes them once data is written
+        describe_class_map(rasters["map"].dst, ckpt)
+        if conf_out:
+            describe_percent_raster(rasters["conf"].dst, ["confidence (max class probability)"], "confidence", ckpt)
+        if prob_out:
+            describe_percent_raster(rasters["prob"].dst, list(ckpt.class_table.names), "class probabilities", ckpt)
+        bar = (progress_bar("predicting", stack.height * stack.width, unit="px") if show_progress
+               else contextlib.nullcontext(lambda n=1: None))
+        with bar as advance:
+            for row0, col0, prob, has in stream_probabilities(
+                    predictor, stack.height, stack.width, k, window=window, overlap=overlap, context=context,
+                    multiple=predictor.multiple):
+                cls = prob.argmax(axis=0).astype(np.uint8)
+                cls[~has] = NODATA
+                rasters["map"].write(row0, col0, cls)
+                if conf_out:
+                    rasters["conf"].write(row0, col0, to_percent(prob.max(axis=0), has))
+                if prob_out:
+                    rasters["prob"].write(row0, col0, to_percent(prob, has))
+                class_pixels += np.bincount(cls[has], minlength=k)
+                if stats is not None:
+                    block = Window(col0, row0, has.shape[1], has.shape[0])
+                    stats.add_band(gdf, rasterio.windows.transform(block, stack.transform), prob, has)
+                advance(cls.size)
+        for r in rasters.values():
+            r.finish()
+    finally:
+        for r in rasters.values():
+            r.close()
 
 
 def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcels: Path | str | None = None,
@@ -220,18 +246,22 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
     if outs and parcels is None:
         raise CropmapError("--parcels-out needs --parcels")
     check_outputs(list(outs), overwrite)
-    summary, stats = predict_scene(run, imagery, out, parcels=parcels if outs else None,
-                                   confidence_out=confidence_out, probabilities_out=probabilities_out,
-                                   quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
-                                   overwrite=overwrite)
-    if not outs:
-        return summary
-    table = load_checkpoint(run).class_table
-    gdf = read_parcels(parcels, with_fid=True, bbox=bounds_in_crs([summary.map_path], parcels))  # the area only
-    gdf = gdf[np.isin(gdf["fid"], stats.fids)].reset_index(drop=True)
-    res = parcel_table(gdf, stats, table)
-    written = tuple(write_parcel_table(res, p, overwrite=overwrite) for p in outs)
-    return PredictSummary(**{**summary.__dict__, "parcels_paths": written})
+    # the parcel tables are renamed into place with the rasters, before the map: see predict_scene
+    with contextlib.ExitStack() as staging:
+        summary, stats = predict_scene(run, imagery, out, parcels=parcels if outs else None,
+                                       confidence_out=confidence_out, probabilities_out=probabilities_out,
+                                       quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
+                                       overwrite=overwrite, staging=staging)
+        if not outs:
+            return summary
+        table = load_checkpoint(run).class_table
+        stack = open_imagery(imagery)
+        gdf = read_parcels(parcels, with_fid=True, bbox=stack.bounds, bbox_crs=stack.crs)  # the area only
+        gdf = gdf[np.isin(gdf["fid"], stats.fids)].reset_index(drop=True)
+        res = parcel_table(gdf, stats, table)
+        for p in outs:
+            write_parcel_table(res, staging.enter_context(atomic_path(p, overwrite=overwrite)), overwrite=True)
+    return PredictSummary(**{**summary.__dict__, "parcels_paths": outs})
 
 
 def parcel_outputs(parcels_out) -> tuple[Path, ...]:
