@@ -282,3 +282,32 @@ def test_solar_day_and_harmonization():
     assert harmonization(Item({"s2:processing_baseline": "05.10"}, {}), "red").shift == -1000.0
     assert harmonization(Item({"s2:processing_baseline": "03.01"}, {}), "red").shift == 0.0
     assert harmonization(Item({"earthsearch:boa_offset_applied": True}, BAND_OFFSET), "red").shift == 0.0
+
+
+def test_dates_in_parallel_threads_and_cluster(api, tmp_path):
+    from dask.distributed import LocalCluster
+
+    _fetch(api, tmp_path / "seq.zarr")
+    _fetch(api, tmp_path / "threads.zarr", workers=2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        _fetch(api, tmp_path / "dask.zarr", dask_address=cluster.scheduler_address)
+    ref = xr.open_zarr(tmp_path / "seq.zarr", mask_and_scale=False)
+    for name in ("threads.zarr", "dask.zarr"):
+        ds = xr.open_zarr(tmp_path / name, mask_and_scale=False)
+        for v in ("dn", "scl", "written", "time"):
+            np.testing.assert_array_equal(ds[v].values, ref[v].values, err_msg=f"{name} {v}")
+
+
+def test_departement_instead_of_bbox(api, tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from cropmap.sources.departements import departement_bbox
+
+    outline = tmp_path / "DEPARTEMENT.gpkg"  # an ADMIN-EXPRESS-like layer; the outline is the test area
+    gpd.GeoDataFrame({"INSEE_DEP": ["29"]}, geometry=[box(*BBOX)], crs=UTM).to_file(outline)
+    s = fetch_imagery(None, tmp_path / "d.zarr", departement="29", boundaries=outline, crs="utm",
+                      start="2023-06-01", end="2023-06-30", stac_url=_url(api), backoff=0.01)
+    l93 = departement_bbox("29", outline)
+    assert (s.crs, s.transform, s.width, s.height) == target_grid(l93, "EPSG:2154", "utm")
+    assert s.width > 60 + 2 * 100 - 2  # the 1 km margin on both sides

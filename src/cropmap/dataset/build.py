@@ -1,4 +1,8 @@
-"""``cropmap build``: imagery folder + parcels -> patch dataset on disk (see :mod:`.store` for the format)."""
+"""``cropmap build``: imagery folder + parcels -> patch dataset on disk (see :mod:`.store` for the format).
+
+The imagery is composited block by block as a Dask graph (:mod:`.blocks`), in this process or on a cluster;
+the parcels, labels and split are computed here first, for the whole area.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,10 @@ from ..progress import progress_bar
 from ..sources.geotiff_folder import BANDS
 from ..sources.imagery import open_imagery
 from ..sources.parcels import read_parcels
-from .composite import composite_stack
+from .blocks import DEFAULT_BLOCK, PATCH_VARS, band_norm, block_jobs, compact, run_blocks
 from .rasterize import border_mask, labels_from_parcels, rasterize_parcels, to_grid_crs
 from .splits import SPLITS, assign_block_splits, parcel_splits, patch_origins
-from .store import FORMAT_VERSION, write_dataset
+from .store import FORMAT_VERSION
 from .timegrid import TimeGrid
 
 log = logging.getLogger(__name__)
@@ -42,8 +46,14 @@ class BuildSummary:
 
 
 def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, config: BuildConfig = BuildConfig(),
-                  *, overwrite: bool = False) -> BuildSummary:
-    """Composite, rasterize, cut and split; write the dataset to ``out`` atomically."""
+                  *, overwrite: bool = False, block_size: int = DEFAULT_BLOCK, dask_address: str | None = None,
+                  workers: int = 1) -> BuildSummary:
+    """Rasterize, split, composite and cut; write the dataset to ``out`` atomically.
+
+    Compositing runs per block of ``block_size`` px (rounded to whole patches) on Dask: ``workers`` threads
+    here, or the cluster at ``dask_address`` (its workers must see ``imagery`` and ``out``'s folder). The
+    dataset is the same whatever the block size, workers or scheduler.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
@@ -90,13 +100,11 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     if table.num_classes - int(table.background) < 2:
         raise CropmapError(f"{parcels}: fewer than two known crop classes among the parcels in the imagery")
 
+    if block_size < 1:
+        raise CropmapError(f"block size {block_size}: expected a positive number of pixels")
     grid = TimeGrid.covering(stack.dates, config.period_days)
-    with progress_bar(f"compositing {len(stack)} dates", len(stack)) as advance:
-        comp = composite_stack(stack, grid, keep_scl=config.keep_scl, progress=advance)
-
     parcel_class = np.array([table.class_of(c) for c in gdf["CODE_CULTU"]], dtype=np.int16)
     labels = labels_from_parcels(pidx, parcel_class, config.erode, 0 if table.background else None)
-    labels[~comp.has_data] = IGNORE_INDEX  # no observation: nothing to learn from
 
     ps = config.patch_size
     origins = patch_origins(*shape, ps)
@@ -106,44 +114,30 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     psplit = parcel_splits(pidx, origins, block_split, ps, len(gdf))
     psplit_lut = np.concatenate([[-1], psplit])
 
-    keep, patch_labels = [], []
+    # candidates: patches with a labelled pixel of their own split; the blocks then drop those whose labelled
+    # pixels are never observed (the cloud mask is known only after compositing)
+    cand, cand_labels = [], []
     for k, ((r, c), s) in enumerate(zip(origins, block_split)):
-        lab = labels[r : r + ps, c : c + ps].copy()
+        lab = labels[r : r + ps, c : c + ps].astype(np.int16)
         other = (psplit_lut[pidx[r : r + ps, c : c + ps]] != s) & (pidx[r : r + ps, c : c + ps] > 0)
         lab[other] = IGNORE_INDEX  # the parcel belongs to another split
         if (lab != IGNORE_INDEX).any():
-            keep.append(k)
-            patch_labels.append(lab)
-    keep = np.array(keep, dtype=int)
-    n_by_split = {name: int((block_split[keep] == i).sum()) for i, name in enumerate(SPLITS)}
-    empty = [name for name, n in n_by_split.items() if n == 0]
-    if empty:
-        raise CropmapError(
-            f"{imagery}: too small to split: no labelled patch for {', '.join(empty)} "
-            f"({len(keep)} labelled patches of {ps} px); use a smaller --patch-size or a larger area"
-        )
+            cand.append(k)
+            cand_labels.append(lab)
+    cand = np.array(cand, dtype=int)
+    _check_splits(block_split[cand], imagery, ps)
+    cand_parcels = np.stack([pidx[r : r + ps, c : c + ps] for r, c in origins[cand]]).astype(np.int32)
+    jobs = block_jobs(origins[cand], np.stack(cand_labels), cand_parcels, block_split[cand] == SPLITS.index("train"),
+                      ps, block_size)
+    del cand_labels, cand_parcels
 
-    values = np.nan_to_num(comp.values, nan=0.0)  # [T, C, H, W]
-    x = np.stack([values[:, :, r : r + ps, c : c + ps] for r, c in origins[keep]])  # [N, T, C, P, P]
-    x = np.clip(np.rint(x), 0, 65535).astype(np.uint16).transpose(0, 2, 1, 3, 4)  # [N, C, T, P, P]
-    observed = np.stack([comp.observed[:, r : r + ps, c : c + ps] for r, c in origins[keep]])
-    parcel = np.stack([pidx[r : r + ps, c : c + ps] for r, c in origins[keep]])
-    split_names = np.array([SPLITS[s] for s in block_split[keep]])
-
-    train = split_names == "train"
-    refl = x[train].astype(np.float64) / 10000.0  # [N, C, T, P, P]
-    seen = observed[train][:, None].repeat(len(BANDS), axis=1)
-    mean = np.array([refl[:, b][seen[:, b]].mean() for b in range(len(BANDS))])
-    std = np.array([refl[:, b][seen[:, b]].std() for b in range(len(BANDS))]) + 1e-6
-
-    ds = xr.Dataset(
+    c, t = len(BANDS), grid.steps
+    ds = xr.Dataset(  # the patch arrays are laid out empty (one chunk per patch) and filled by the blocks
         {
-            "x": (("patch", "band", "time", "y", "x"), x),
-            "observed": (("patch", "time", "y", "x"), observed),
-            "label": (("patch", "y", "x"), np.stack(patch_labels).astype(np.int16)),
-            "parcel": (("patch", "y", "x"), parcel.astype(np.int32)),
-            "origin": (("patch", "yx"), origins[keep]),
-            "split": (("patch",), split_names),
+            "x": (("patch", "band", "time", "y", "x"), _zeros((len(cand), c, t, ps, ps), np.uint16)),
+            "observed": (("patch", "time", "y", "x"), _zeros((len(cand), t, ps, ps), bool)),
+            "label": (("patch", "y", "x"), _zeros((len(cand), ps, ps), np.int16)),
+            "parcel": (("patch", "y", "x"), _zeros((len(cand), ps, ps), np.int32)),
             "parcel_id": (("parcel",), gdf["ID_PARCEL"].to_numpy(dtype=str)),
             "parcel_code": (("parcel",), gdf["CODE_CULTU"].to_numpy(dtype=str)),
             "parcel_split": (("parcel",), np.array([SPLITS[s] if s >= 0 else "" for s in psplit])),
@@ -154,13 +148,11 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
             "doy": (("time",), grid.day_of_year),
         },
     )
-    ds["x"].encoding["chunks"] = (1, len(BANDS), grid.steps, ps, ps)
     ds.attrs.update(
         cropmap_dataset_version=FORMAT_VERSION,
         cropmap_version=__version__,
         class_table=table.to_json(),
         time_grid=json.dumps(grid.to_dict()),
-        norm=json.dumps({"mean": mean.tolist(), "std": std.tolist(), "unit": "reflectance"}),
         grid=json.dumps({"crs": stack.crs.to_wkt(), "transform": list(stack.transform)[:6],
                          "width": stack.width, "height": stack.height}),
         build_config=json.dumps(asdict(config)),
@@ -168,6 +160,49 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
         unlabelled_codes=json.dumps({c: {"parcels": n, "pixels": unknown_pixels[c]} for c, n in unknown_counts.items()},
                                     ensure_ascii=False),
     )
+    encoding = {name: {"chunks": (1, *ds[name].shape[1:]), "_FillValue": None} for name in PATCH_VARS}
     with atomic_path(out, is_dir=True) as tmp:
-        write_dataset(tmp, ds)
+        ds.to_zarr(tmp, mode="w", compute=False, encoding=encoding, zarr_format=2, consolidated=False)
+        with progress_bar(f"compositing {len(jobs)} block(s)", len(jobs)) as advance:
+            results = run_blocks(imagery, grid, config.keep_scl, jobs, tmp, dask_address=dask_address,
+                                 workers=workers, progress=advance)
+        keep = np.zeros(len(cand), bool)
+        for r in results:
+            keep[r.index] = r.keep
+        kept = cand[keep]
+        _check_splits(block_split[kept], imagery, ps)
+        compact(tmp, keep)
+        mean, std = band_norm(results)
+        std = std + 1e-6
+        split_names = np.array([SPLITS[s] for s in block_split[kept]])
+        xr.Dataset({"origin": (("patch", "yx"), origins[kept]), "split": (("patch",), split_names)}).to_zarr(
+            tmp, mode="a", zarr_format=2, consolidated=False)
+        _finish_store(tmp, {**ds.attrs, "norm": json.dumps({"mean": mean.tolist(), "std": std.tolist(),
+                                                              "unit": "reflectance"})})
+    n_by_split = {name: int((block_split[kept] == i).sum()) for i, name in enumerate(SPLITS)}
     return BuildSummary(out, n_by_split, len(gdf), table.names, grid.steps, unknown_counts, unknown_pixels)
+
+
+def _zeros(shape: tuple[int, ...], dtype):
+    """A lazy dask array of zeros, one chunk per patch: the layout of a patch array, never computed."""
+    import dask.array as da
+
+    return da.zeros(shape, dtype=dtype, chunks=(1, *shape[1:]))
+
+
+def _check_splits(splits: np.ndarray, imagery: Path | str, ps: int) -> None:
+    """Every split needs a labelled patch: ``splits [N]`` split index of the labelled patches."""
+    empty = [name for i, name in enumerate(SPLITS) if not (splits == i).any()]
+    if empty:
+        raise CropmapError(
+            f"{imagery}: too small to split: no labelled patch for {', '.join(empty)} "
+            f"({len(splits)} labelled patches of {ps} px); use a smaller --patch-size or a larger area"
+        )
+
+
+def _finish_store(path: Path, attrs: dict) -> None:
+    """Set the dataset attributes and consolidate the metadata (readers open it consolidated)."""
+    import zarr
+
+    zarr.open_group(str(path), mode="r+", zarr_format=2).attrs.update(attrs)
+    zarr.consolidate_metadata(str(path), zarr_format=2)

@@ -109,6 +109,8 @@ def open_scene_folder(path: Path | str) -> SceneStack:
                 grid = (src.crs, src.transform, src.width, src.height)
                 descriptions = src.descriptions
                 count = src.count
+                dtypes = src.dtypes
+                _check_complete(p, src)
         except rasterio.errors.RasterioIOError as e:
             raise CropmapError(f"{p}: not a readable GeoTIFF ({e})") from e
         if grid[0] is None:
@@ -120,6 +122,9 @@ def open_scene_folder(path: Path | str) -> SceneStack:
                 f"{p}: grid differs from {ref[0].name} (CRS, transform or size); resample all dates onto one grid"
             )
         bands, scl = _find_bands(p, descriptions, count)
+        wrong = sorted({dtypes[i - 1] for i in bands} - {"uint16"})
+        if wrong:  # checked here too, so that a build fails before its first read rather than in it
+            raise CropmapError(f"{p}: bands are {', '.join(wrong)}, expected uint16 DN (reflectance x 10000)")
         band_indexes.append(bands)
         scl_indexes.append(scl)
     assert ref is not None
@@ -134,6 +139,19 @@ def open_scene_folder(path: Path | str) -> SceneStack:
         band_indexes=tuple(band_indexes),
         scl_indexes=tuple(scl_indexes),
     )
+
+
+def _check_complete(path: Path, src) -> None:
+    """Refuse a truncated download up front: GDAL opens it, then reads missing tags as "no CRS" and
+    missing blocks as errors half-way through a build. The last block of each band must lie in the file."""
+    size = path.stat().st_size
+    for b in range(1, src.count + 1):
+        bh, bw = src.block_shapes[b - 1]
+        key = f"{-(-src.width // bw) - 1}_{-(-src.height // bh) - 1}"  # BLOCK_OFFSET_<x block>_<y block>
+        offset, length = (src.get_tag_item(f"BLOCK_{k}_{key}", "TIFF", bidx=b) for k in ("OFFSET", "SIZE"))
+        if offset and length and int(offset) > 0 and int(offset) + int(length) > size:
+            raise CropmapError(f"{path}: truncated (band {b} ends at byte {int(offset) + int(length):,}, "
+                               f"the file has {size:,}); download it again")
 
 
 def _find_bands(path: Path, descriptions: tuple[str | None, ...], count: int) -> tuple[tuple[int, ...], int | None]:

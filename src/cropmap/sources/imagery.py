@@ -213,7 +213,7 @@ def _to_dn(raw: np.ndarray, band: _Band) -> np.ndarray:
     if band.scale is None:  # DN already
         dn = np.clip(raw, 0, 65535).astype(np.uint16)
     else:
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are masked as nodata below
             refl = raw.astype(np.float64) * band.scale + band.offset
             dn = np.clip(np.rint(np.nan_to_num(refl) * 10000), 1, 65535).astype(np.uint16)
     dn[nodata] = 0

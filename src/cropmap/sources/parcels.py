@@ -7,6 +7,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import pyogrio
+from shapely.geometry import Polygon
+from shapely.ops import unary_union
 
 from ..errors import CropmapError
 
@@ -37,7 +39,10 @@ def read_parcels(path: Path | str, *, bbox: tuple[float, float, float, float] | 
         raise CropmapError(f"{path}: missing column(s) {', '.join(missing)} (expected the RPG schema)")
     if bbox is not None and bbox_crs is not None:
         bbox = _bbox_in_crs(bbox, bbox_crs, info["crs"])
-    gdf = pyogrio.read_dataframe(path, layer=layer, bbox=bbox, fid_as_index=with_fid)
+    try:
+        gdf = pyogrio.read_dataframe(path, layer=layer, bbox=bbox, fid_as_index=with_fid)
+    except Exception as e:  # a file whose header reads but whose features do not (truncated, corrupt)
+        raise CropmapError(f"{path}: not a readable vector file ({e})") from e
     if with_fid:
         gdf = gdf.rename_axis("fid").reset_index()
     gdf["ID_PARCEL"] = gdf["ID_PARCEL"].astype(str)
@@ -50,9 +55,24 @@ def read_parcels(path: Path | str, *, bbox: tuple[float, float, float, float] | 
         gdf = gdf[~empty]
     invalid = ~gdf.geometry.is_valid
     if invalid.any():
-        log.warning("%s: repaired %d invalid parcel geometries", path, int(invalid.sum()))
-        gdf.loc[invalid, "geometry"] = gdf.geometry[invalid].make_valid()
+        gdf.loc[invalid, "geometry"] = gdf.geometry[invalid].make_valid().apply(_polygonal)
+    # a zero-area ring repairs to a line or point, and a line would be burnt as a stray row of labels
+    flat = ~gdf.geometry.geom_type.isin(("Polygon", "MultiPolygon")) | gdf.geometry.is_empty
+    if (invalid & ~flat).any():
+        log.warning("%s: repaired %d invalid parcel geometries", path, int((invalid & ~flat).sum()))
+    if flat.any():
+        log.warning("%s: dropped %d parcel(s) without area (points, lines or zero-area polygons)", path,
+                    int(flat.sum()))
+        gdf = gdf[~flat]
     return gdf.reset_index(drop=True)
+
+
+def _polygonal(geom):
+    """The polygons of a repaired geometry (``make_valid`` may add lines or points beside them)."""
+    if geom.geom_type != "GeometryCollection":
+        return geom
+    polys = [g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+    return unary_union(polys) if polys else Polygon()
 
 
 def _bbox_in_crs(bbox, src_crs, dst_crs) -> tuple[float, float, float, float]:

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -55,10 +56,20 @@ def archive_url(year: int) -> str:
 def redact(url: str) -> str:
     """``url`` without user:password and query string, safe to log (signed URLs carry tokens there)."""
     u = urllib.parse.urlsplit(url)
+    if not u.scheme or not u.netloc:  # a path, or a GDAL path holding a URL: /vsicurl/https://…
+        return redact_text(url)
     host = u.hostname or ""
     if u.port:
         host += f":{u.port}"
     return urllib.parse.urlunsplit((u.scheme, host, u.path, "", ""))
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (e.g. a GDAL or HTTP error message) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
 
 
 def _is_url(s: str) -> bool:
@@ -105,10 +116,10 @@ def download(url: str, dest: Path, *, allow_http: bool = False, retries: int = 5
             return received
         except _Retryable as e:
             if attempt == retries:
-                raise CropmapError(f"{redact(url)}: download failed after {retries + 1} tries ({e}); "
+                raise CropmapError(f"{redact(url)}: download failed after {retries + 1} tries ({redact_text(str(e))}); "
                                    f"run again to resume from {part}") from None
             wait = backoff * 2**attempt
-            log.warning("%s: %s; retrying in %.1f s", redact(url), e, wait)
+            log.warning("%s: %s; retrying in %.1f s", redact(url), redact_text(str(e)), wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
 

@@ -1,5 +1,6 @@
-"""Sentinel-2 L2A from a STAC API (earth-search by default, no account) into the Zarr cube of
-:mod:`cropmap.sources.zarr_cube`: search, group by solar day, harmonize the DN and warp onto a 10 m grid.
+"""Sentinel-2 L2A from a STAC API (earth-search by default, no account; or Microsoft's Planetary Computer,
+signed URLs) into the Zarr cube of :mod:`cropmap.sources.zarr_cube`: search, group by solar day, harmonize
+the DN and warp onto a 10 m grid.
 
 Search goes through pystac-client (retries with back-off on 429/5xx and timeouts); pixels are read
 with rasterio, each asset warped by a ``WarpedVRT`` straight onto the target grid, so only the
@@ -15,14 +16,14 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
 from ..errors import CropmapError
-from .rpg_download import redact
+from .rpg_download import redact, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,10 @@ EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
 COLLECTION = "sentinel-2-c1-l2a"
 ASSETS = ("blue", "green", "red", "nir")  # in the cube's band order B2, B3, B4, B8
 SCL_ASSET = "scl"
-SOURCES = ("earth-search",)
+PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
+PC_COLLECTION = "sentinel-2-l2a"
+PC_ASSETS = ("B02", "B03", "B04", "B08")
+SOURCES = ("earth-search", "planetary-computer", "earth-engine")
 RESOLUTION = 10.0
 # GDAL's own HTTP retries for the pixel reads (it retries 429/502/503/504 and connection resets)
 GDAL_ENV = dict(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="5", GDAL_HTTP_RETRY_DELAY="2",
@@ -59,6 +63,25 @@ class Harmonization:
     nodata: float = 0.0
 
 
+def baseline_shifted(baseline: str) -> bool:
+    """Whether processing baseline ``baseline`` ("NN.NN") stores DN with the +1000 BOA offset (>= 04.00),
+    compared as a version (``"4.0"``, ``"04.00"`` and ``"04.00.1"`` alike); unknown forms count as not shifted."""
+    try:
+        parts = [int(p) for p in str(baseline).strip().split(".")]
+    except ValueError:
+        return False
+    return tuple(parts + [0] * (2 - len(parts))) >= (4, 0)
+
+
+def baseline_harmonization(item, key: str) -> Harmonization:
+    """Harmonization from the item's ``s2:processing_baseline`` only: subtract 1000 from 04.00 on; 0 is nodata."""
+    baseline = item.properties.get("s2:processing_baseline")
+    if baseline is None:
+        raise CropmapError(f"STAC item {item.id}: no s2:processing_baseline, cannot tell whether its DN carry "
+                           "the +1000 offset")
+    return Harmonization(1.0, -1000.0 if baseline_shifted(baseline) else 0.0, 0)
+
+
 def harmonization(item, key: str) -> Harmonization:
     """Read the asset's ``raster:bands`` scale/offset/nodata; fall back on the item's processing baseline.
 
@@ -74,11 +97,7 @@ def harmonization(item, key: str) -> Harmonization:
     if bands and ("scale" in bands[0] or "offset" in bands[0]):
         scale, offset = float(bands[0].get("scale", 1e-4)), float(bands[0].get("offset", 0.0))
         return Harmonization(scale * 10000, offset * 10000, nodata)
-    baseline = str(props.get("s2:processing_baseline", "00.00"))
-    try:
-        shifted = float(baseline) >= 4.0
-    except ValueError:
-        shifted = False
+    shifted = baseline_shifted(str(props.get("s2:processing_baseline", "00.00")))
     return Harmonization(1.0, -1000.0 if shifted else 0.0, nodata)
 
 
@@ -88,6 +107,40 @@ def harmonize(raw: np.ndarray, h: Harmonization) -> np.ndarray:
     valid = raw != h.nodata
     dn = np.rint(raw.astype(np.float64) * h.factor + h.shift)
     return np.where(valid, np.clip(dn, 1, 65535), 0).astype(np.uint16)
+
+
+def _unsigned(href: str) -> str:
+    return href
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a STAC source keeps what the cube needs: its API, collection, the four band assets (in the
+    cube's order B2, B3, B4, B8) and the SCL asset; how its DN are harmonized; how hrefs are signed."""
+
+    name: str
+    stac_url: str
+    collection: str
+    assets: tuple[str, str, str, str] = ASSETS
+    scl_asset: str = SCL_ASSET
+    harmonization: Callable[[object, str], Harmonization] = harmonization
+    sign: Callable[[str], str] = _unsigned
+
+
+def make_source(name: str, *, stac_url: str | None = None, collection: str | None = None,
+                token_url: str | None = None) -> Source:
+    """The :class:`Source` called ``name``; ``stac_url``/``collection``/``token_url`` override its defaults."""
+    if name == "earth-search":
+        return Source(name, stac_url or EARTH_SEARCH, collection or COLLECTION)
+    if name == "planetary-computer":
+        from .pc_sign import PC_TOKEN_URL, SasSigner
+
+        coll = collection or PC_COLLECTION
+        signer = SasSigner(coll, token_url or PC_TOKEN_URL)
+        # PC serves ESA's own files: the offset is known from the processing baseline alone
+        return Source(name, stac_url or PLANETARY_COMPUTER, coll, PC_ASSETS, "SCL", baseline_harmonization,
+                      signer.sign)
+    raise CropmapError(f"{name!r} is not a STAC imagery source; expected earth-search or planetary-computer")
 
 
 def solar_day(when: dt.datetime, lon: float) -> dt.date:
@@ -171,7 +224,7 @@ def search_items(stac_url: str, collection: str, bbox_wgs84: Sequence[float], st
 
 
 def _one_line(s: str, n: int = 200) -> str:
-    s = " ".join(s.split())
+    s = " ".join(redact_text(s).split())  # GDAL and HTTP errors quote signed URLs, tokens included
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
@@ -196,7 +249,8 @@ def _href(item, key: str) -> str:
 
 
 def _read_warped(href: str, crs: CRS, transform: Affine, width: int, height: int, nodata: float) -> np.ndarray:
-    """Band 1 of ``href`` resampled (nearest) onto the grid; pixels it does not cover read as ``nodata``."""
+    """Band 1 of ``href`` resampled (nearest) onto the grid; pixels it does not cover read as ``nodata``.
+    ``href`` may be signed: only its redacted form (no query string) goes into messages."""
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.errors import RasterioIOError
@@ -208,27 +262,34 @@ def _read_warped(href: str, crs: CRS, transform: Affine, width: int, height: int
                                                    nodata=nodata) as vrt:
             return vrt.read(1)
     except RasterioIOError as e:
-        raise CropmapError(f"{redact(href)}: read failed ({_one_line(str(e))}); run again to resume") from None
+        msg = str(e)
+        if "403" in msg:  # GDAL says "HTTP response code: 403"; the message may echo the signed URL
+            raise CropmapError(f"{redact(href)}: HTTP 403 Forbidden (the storage refused the URL: token missing, "
+                               "expired or not valid for it); run again to resume with a fresh token") from None
+        raise CropmapError(f"{redact(href)}: read failed ({_one_line(msg)}); run again to resume") from None
 
 
-def read_day(items: Sequence, crs: CRS, transform: Affine, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def read_day(items: Sequence, crs: CRS, transform: Affine, width: int, height: int,
+             source: Source | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mosaic of one day's tiles: ``dn [4, H, W]`` uint16 harmonized (0 = nodata), ``scl [H, W]`` uint8.
 
     Each pixel comes whole (4 bands and SCL) from the first tile, in the given order, that has all four
     bands there; SCL (20 m) is resampled nearest to 10 m.
     """
-    dn = np.zeros((len(ASSETS), height, width), np.uint16)
+    src = source or make_source("earth-search")
+    dn = np.zeros((len(src.assets), height, width), np.uint16)
     scl = np.zeros((height, width), np.uint8)
     filled = np.zeros((height, width), bool)
     for item in items:
         bands = []
-        for key in ASSETS:
-            h = harmonization(item, key)
-            bands.append(harmonize(_read_warped(_href(item, key), crs, transform, width, height, h.nodata), h))
+        for key in src.assets:
+            h = src.harmonization(item, key)
+            href = src.sign(_href(item, key))
+            bands.append(harmonize(_read_warped(href, crs, transform, width, height, h.nodata), h))
         take = ~filled & np.all([b > 0 for b in bands], axis=0)
         if not take.any():
             continue
-        s = _read_warped(_href(item, SCL_ASSET), crs, transform, width, height, 0)
+        s = _read_warped(src.sign(_href(item, src.scl_asset)), crs, transform, width, height, 0)
         for i, b in enumerate(bands):
             dn[i][take] = b[take]
         scl[take] = s[take]
@@ -238,15 +299,26 @@ def read_day(items: Sequence, crs: CRS, transform: Affine, width: int, height: i
     return dn, scl
 
 
-def fetch_imagery(bbox: Sequence[float], out: Path | str, *, start: str, end: str, bbox_crs: str = "EPSG:4326",
+def fetch_imagery(bbox: Sequence[float] | None, out: Path | str, *, start: str, end: str, bbox_crs: str = "EPSG:4326",
+                  departement: str | None = None, boundaries: str | Path | None = None,
                   source: str = "earth-search", crs: str = "EPSG:2154", max_cloud: float | None = 80.0,
-                  stac_url: str | None = None, collection: str = COLLECTION, overwrite: bool = False,
-                  retries: int = 5, backoff: float = 2.0, timeout: float = 60.0) -> FetchImagerySummary:
+                  stac_url: str | None = None, collection: str | None = None, token_url: str | None = None,
+                  overwrite: bool = False, retries: int = 5, backoff: float = 2.0, timeout: float = 60.0,
+                  workers: int = 1, dask_address: str | None = None, ee_project: str | None = None,
+                  mask: str = "cs", cs_threshold: float = 0.6) -> FetchImagerySummary:
     """Sentinel-2 L2A over ``bbox`` (in ``bbox_crs``) from ``start`` to ``end`` (YYYY-MM-DD, inclusive) as a
     Zarr cube at ``out``: one time step per solar day, a 10 m grid in ``crs`` (or ``"utm"``).
 
     The cube is written one date at a time; an interrupted fetch resumes where it stopped when run
-    again. A complete cube at ``out`` is refused unless ``overwrite``.
+    again. A complete cube at ``out`` is refused unless ``overwrite``. Dates are fetched ``workers`` at a
+    time in threads, or as tasks on the Dask scheduler at ``dask_address`` (its workers write to ``out``:
+    a path they must share).
+
+    ``departement`` (an INSEE code) replaces ``bbox``: its box in Lambert-93 from ``boundaries`` (see
+    :func:`cropmap.sources.departements.departement_bbox`).
+
+    ``source="earth-engine"`` reads COPERNICUS/S2_SR_HARMONIZED through xee instead (project ``ee_project``),
+    masking clouds by Cloud Score+ (``mask="cs"``: ``cs_cdf < cs_threshold`` becomes nodata) or by SCL.
     """
     import rasterio
     from rasterio.warp import transform_bounds
@@ -273,9 +345,31 @@ def fetch_imagery(bbox: Sequence[float], out: Path | str, *, start: str, end: st
             if flags is None or flags.all():  # complete, or a store that cannot be resumed
                 raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
             log.info("%s: incomplete cube (%d of %d steps), resuming", out, flags.sum(), flags.size)
+    if departement is not None:
+        from .departements import LAMBERT93, departement_bbox
+
+        bbox, bbox_crs = departement_bbox(departement, boundaries), LAMBERT93
+    elif bbox is None:
+        raise CropmapError("fetch-imagery: give a bbox or a département")
     dst_crs, transform, width, height = target_grid(bbox, bbox_crs, crs)
     w, s, e, n = transform_bounds(CRS.from_user_input(bbox_crs), "EPSG:4326", *bbox, densify_pts=21)
-    items = search_items(stac_url or EARTH_SEARCH, collection, (w, s, e, n), f"{start}T00:00:00Z",
+    done_before = int(_written(out).sum()) if out.exists() else 0
+
+    from ..progress import progress_bar
+
+    if source == "earth-engine":
+        from .earth_engine import fetch_earth_engine
+
+        if dask_address:
+            raise CropmapError("--source earth-engine runs its dates in threads here (--workers), not on a Dask "
+                               "cluster: drop --dask-address")
+        dates, _ = fetch_earth_engine(out, (w, s, e, n), start, end, crs=dst_crs, transform=transform, width=width,
+                                      height=height, project=ee_project, mask=mask, cs_threshold=cs_threshold,
+                                      max_cloud=max_cloud, workers=workers)
+        return FetchImagerySummary(out, dates, len(dates), dst_crs, transform, width, height, done_before)
+    src = make_source(source, stac_url=stac_url, collection=collection, token_url=token_url)
+    collection = src.collection
+    items = search_items(src.stac_url, collection, (w, s, e, n), f"{start}T00:00:00Z",
                          f"{end}T23:59:59Z", max_cloud=max_cloud, retries=retries, backoff=backoff, timeout=timeout)
     if not items:
         cloud = f" with at most {max_cloud:g} % cloud" if max_cloud is not None else ""
@@ -284,17 +378,15 @@ def fetch_imagery(bbox: Sequence[float], out: Path | str, *, start: str, end: st
     dates = list(days)
     # the time stamp of a step is its first acquisition (UTC, naive as in the rest of the cube readers)
     times = [min(i.datetime for i in days[d]).astimezone(dt.timezone.utc).replace(tzinfo=None) for d in dates]
-    done_before = int(_written(out).sum()) if out.exists() else 0
 
-    from ..progress import progress_bar
+    def read_step(i: int) -> tuple[np.ndarray, np.ndarray]:
+        # GDAL options are per thread in rasterio: set them where the read runs (a thread or a Dask worker)
+        with rasterio.Env(**GDAL_ENV):
+            return read_day(days[dates[i]], dst_crs, transform, width, height, src)
 
-    with rasterio.Env(**GDAL_ENV), progress_bar("fetch imagery", len(dates)) as advance:
-        def read_step(i: int) -> tuple[np.ndarray, np.ndarray]:
-            step = read_day(days[dates[i]], dst_crs, transform, width, height)
-            advance(1)
-            return step
-
-        write_cube(out, times, read_step, crs=dst_crs, transform=transform, width=width, height=height, scl=True)
+    with progress_bar("fetch imagery", len(dates) - done_before) as advance:
+        write_cube(out, times, read_step, crs=dst_crs, transform=transform, width=width, height=height, scl=True,
+                   workers=workers, dask_address=dask_address, progress=advance)
     return FetchImagerySummary(out, dates, len(items), dst_crs, transform, width, height, done_before)
 
 

@@ -51,12 +51,17 @@ def is_zarr(path: Path) -> bool:
 
 def write_cube(path: Path | str, times: Sequence[dt.date | dt.datetime | np.datetime64], read_step: ReadStep, *,
                crs: CRS | str, transform: Affine, width: int, height: int, scl: bool = True,
-               chunk: int = CHUNK) -> Path:
+               chunk: int = CHUNK, workers: int = 1, dask_address: str | None = None,
+               progress: Callable[[int], None] | None = None) -> Path:
     """Write a cube one time step at a time: ``read_step(i) -> (dn [4, H, W] uint16, scl [H, W] or None)``.
 
     The store is laid out first (metadata and coordinates, no pixels); each step is then written and
     flagged in ``written``. Calling again with the same times and grid resumes: only the steps not
     flagged are read and written. Another grid or time axis in an existing store is an error.
+
+    Steps own their chunks (one date per chunk), so they may be read and written in parallel: ``workers``
+    threads here, or as tasks on the Dask scheduler at ``dask_address`` (whose workers must see ``path``
+    and be able to run ``read_step``).
     """
     path = Path(path)
     crs = CRS.from_user_input(crs)
@@ -70,21 +75,49 @@ def write_cube(path: Path | str, times: Sequence[dt.date | dt.datetime | np.date
     else:
         _lay_out(path, stamps, crs, transform, width, height, scl, chunk)
         written = np.zeros(len(stamps), dtype=bool)
-    for i in np.flatnonzero(~written):
-        dn, s = read_step(int(i))
-        if dn.shape != (len(BANDS), height, width) or dn.dtype != np.uint16:
-            raise CropmapError(f"{path}: step {i} gives {dn.dtype} {dn.shape}; expected uint16 (4, {height}, {width})")
-        data = {"dn": (("time", "band", "y", "x"), dn[None])}
-        if scl:
-            if s is None or s.shape != (height, width):
-                raise CropmapError(f"{path}: step {i} has no SCL of shape ({height}, {width})")
-            data["scl"] = (("time", "y", "x"), s.astype(np.uint8)[None])
-        region = {"time": slice(int(i), int(i) + 1)}
-        xr.Dataset(data).to_zarr(path, region=region, consolidated=False, zarr_format=2)
-        # flagged only after the pixels are on disk, so an interrupted step is redone
-        xr.Dataset({"written": (("time",), np.ones(1, bool))}).to_zarr(path, region=region, consolidated=False,
-                                                                      zarr_format=2)
+    todo = [int(i) for i in np.flatnonzero(~written)]
+    if dask_address or workers > 1:
+        import dask
+
+        where = path.absolute()  # the workers of a cluster do not share this process's working directory
+        tasks = [dask.delayed(_write_step, pure=False)(where, i, read_step, width, height, scl) for i in todo]
+        if dask_address:
+            from dask.distributed import as_completed
+
+            from ..cluster import dask_client
+
+            with dask_client(dask_address) as client:
+                for f in as_completed(client.compute(tasks)):
+                    f.result()
+                    if progress:
+                        progress(1)
+        else:
+            dask.compute(*tasks, scheduler="threads", num_workers=workers)
+            if progress:
+                progress(len(tasks))
+        return path
+    for i in todo:
+        _write_step(path, i, read_step, width, height, scl)
+        if progress:
+            progress(1)
     return path
+
+
+def _write_step(path: Path, i: int, read_step: ReadStep, width: int, height: int, scl: bool) -> None:
+    """Read step ``i`` and write it into its region of the cube, then flag it."""
+    dn, s = read_step(i)
+    if dn.shape != (len(BANDS), height, width) or dn.dtype != np.uint16:
+        raise CropmapError(f"{path}: step {i} gives {dn.dtype} {dn.shape}; expected uint16 (4, {height}, {width})")
+    data = {"dn": (("time", "band", "y", "x"), dn[None])}
+    if scl:
+        if s is None or s.shape != (height, width):
+            raise CropmapError(f"{path}: step {i} has no SCL of shape ({height}, {width})")
+        data["scl"] = (("time", "y", "x"), s.astype(np.uint8)[None])
+    region = {"time": slice(i, i + 1)}
+    xr.Dataset(data).to_zarr(path, region=region, consolidated=False, zarr_format=2)
+    # flagged only after the pixels are on disk, so an interrupted step is redone
+    xr.Dataset({"written": (("time",), np.ones(1, bool))}).to_zarr(path, region=region, consolidated=False,
+                                                                  zarr_format=2)
 
 
 def _lay_out(path: Path, stamps: np.ndarray, crs: CRS, transform: Affine, width: int, height: int, scl: bool,
