@@ -1,4 +1,9 @@
-"""``cropmap evaluate``: a trained run on one split of a dataset -> metrics.json and confusion.png."""
+"""``cropmap evaluate``: a trained run on one split of a dataset -> metrics.json and confusion PNGs.
+
+Pixel metrics at the dataset's level and at every coarser level of the hierarchy (crop -> group -> coarse),
+parcel metrics (majority vote of each parcel's pixels) at each level, and, for a model with one head per
+level, each head's own metrics.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,15 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data.patches import PatchDataset
 from .dataset.store import DatasetInfo, dataset_info
 from .errors import CropmapError
-from .metrics import confusion_matrix, metrics_from_confusion
+from .metrics import (
+    ParcelVotes,
+    coarser_confusion,
+    confusion_matrix,
+    metrics_from_confusion,
+)
+from .nomenclature import coarser_levels
+
+SUMMARY_KEYS = ("overall_accuracy", "miou", "macro_f1", "kappa")
 
 
 def check_compatible(ckpt: Checkpoint, info: DatasetInfo, run: Path | str) -> None:
@@ -27,8 +40,14 @@ def check_compatible(ckpt: Checkpoint, info: DatasetInfo, run: Path | str) -> No
 
 def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out: Path | str | None = None,
                  batch_size: int = 8) -> dict:
-    """Pixel metrics of the run's model on ``split``; writes ``metrics.json`` and ``confusion.png`` to ``out``
-    (default: the run directory) and returns the metrics."""
+    """Metrics of the run's model on ``split``; writes ``metrics.json``, ``confusion.png`` (the dataset's
+    level) and ``confusion_<level>.png`` (each coarser level) to ``out`` (default: the run directory).
+
+    The returned dict (= metrics.json) has the dataset level's pixel metrics at the top (see
+    ``metrics_from_confusion``) plus ``level``, ``parcels`` (the same metrics over parcels), ``levels``
+    (``{level: {pixel metrics..., parcels: {...}}}`` for each coarser level) and, for a hierarchical
+    model, ``heads`` (``{level: pixel metrics}`` of each head's own argmax, before the consistency rule).
+    """
     ckpt = load_checkpoint(run)
     info = dataset_info(data)
     check_compatible(ckpt, info, run)
@@ -36,22 +55,97 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     if len(ds) == 0:
         raise CropmapError(f"{data}: no patch in split {split!r}")
     model = ckpt.build()
-    k = ckpt.class_table.num_classes
+    table = ckpt.class_table
+    k = table.num_classes
+    hierarchy = getattr(model, "hierarchy", None)  # set on models with one head per level
     cm = np.zeros((k, k), dtype=np.int64)
+    head_cms = {lv: np.zeros((n, n), np.int64) for lv, n in zip(hierarchy.levels, hierarchy.sizes)} if hierarchy else {}
+    votes = ParcelVotes(int(ds.parcel.max(initial=0)), k)
+    start = 0
     with torch.inference_mode():
+        # unshuffled and unaugmented, so batch i holds patches start..start+B of ds.parcel
         for batch in DataLoader(ds, batch_size=batch_size):
-            pred = model(batch["x"], batch["doy"], batch["mask"]).argmax(1)
-            cm += confusion_matrix(batch["y"].numpy(), pred.numpy(), k)
-    metrics = metrics_from_confusion(cm, ckpt.class_table.names)
+            y = batch["y"].numpy()
+            if hierarchy is not None:
+                raw = model.forward_levels(batch["x"], batch["doy"], batch["mask"])
+                pred = hierarchy.consistent(list(raw.values()), all_levels=False)[0].argmax(1).numpy()
+                for (lv, logits), y_lv in zip(raw.items(), hierarchy.labels(batch["y"])):
+                    head_cms[lv] += confusion_matrix(y_lv.numpy(), logits.argmax(1).numpy(), len(head_cms[lv]))
+            else:
+                pred = model(batch["x"], batch["doy"], batch["mask"]).argmax(1).numpy()
+            cm += confusion_matrix(y, pred, k)
+            votes.add(ds.parcel[start : start + len(y)], y, pred)
+            start += len(y)
+
+    levels = coarser_levels(table)
+    metrics = metrics_from_confusion(cm, table.names)
     metrics.update(model=ckpt.model_name, split=split, dataset=str(data), run=str(run),
-                   parameters=int(ckpt.extra.get("parameters", 0)))
+                   parameters=int(ckpt.extra.get("parameters", 0)), level=table.level)
+    metrics["parcels"] = _parcel_metrics(votes, None, table.names)
+    metrics["levels"] = {}
+    for level, (names, m) in levels.items():
+        if level == table.level:
+            continue
+        lm = metrics_from_confusion(coarser_confusion(cm, m), names)
+        lm["parcels"] = _parcel_metrics(votes, m, names)
+        metrics["levels"][level] = lm
+    if hierarchy is not None:
+        metrics["heads"] = {lv: metrics_from_confusion(c, names) for (lv, c), names in zip(head_cms.items(), hierarchy.names)}
+
     out_dir = Path(out) if out is not None else (Path(run) if Path(run).is_dir() else Path(run).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    plot_confusion(cm, ckpt.class_table.names, out_dir / "confusion.png",
-                   title=f"{ckpt.model_name} on {split}: OA {metrics['overall_accuracy']:.3f}, mIoU {metrics['miou']:.3f}")
+    for level, (names, _) in levels.items():
+        lm = metrics if level == table.level else metrics["levels"][level]
+        png = out_dir / ("confusion.png" if level == table.level else f"confusion_{level}.png")
+        plot_confusion(np.asarray(lm["confusion_matrix"]), names, png,
+                       title=f"{ckpt.model_name} on {split}, {level} level: OA {lm['overall_accuracy']:.3f}, "
+                             f"mIoU {lm['miou']:.3f}")
     return metrics
+
+
+def _parcel_metrics(votes: ParcelVotes, parent: np.ndarray | None, names: tuple[str, ...] | list[str]) -> dict:
+    m = metrics_from_confusion(votes.confusion(parent), names)
+    m["parcels"] = m.pop("pixels")  # the count is of parcels here
+    return m
+
+
+def level_rows(metrics: dict) -> list[tuple[str, dict]]:
+    """``(level, metrics)`` for the dataset's level then each coarser one, from a metrics.json dict."""
+    rows = [(str(metrics.get("level", "")), metrics)]
+    return rows + list(metrics.get("levels", {}).items())
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """One line per level (pixels and parcels), then one per head of a hierarchical model."""
+    lines = []
+    for level, m in level_rows(metrics):
+        p = m.get("parcels", {})
+        lines.append(f"{metrics['model']} on {metrics['split']}, {level or 'own'} level: OA {m['overall_accuracy']:.3f}  "
+                     f"mIoU {m['miou']:.3f}  macro-F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}  "
+                     f"({m['pixels']:,} px)"
+                     + (f" | parcels: OA {p['overall_accuracy']:.3f}  mIoU {p['miou']:.3f}  macro-F1 "
+                        f"{p['macro_f1']:.3f} ({p['parcels']:,} parcels)" if p else ""))
+    for level, m in metrics.get("heads", {}).items():
+        lines.append(f"  {level} head alone: OA {m['overall_accuracy']:.3f}  mIoU {m['miou']:.3f}  "
+                     f"macro-F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}")
+    return lines
+
+
+def per_class_table(metrics: dict):
+    """A rich Table of the dataset level's classes, rarest first, so rare crops are not lost at the bottom."""
+    from rich.table import Table
+
+    parcel_f1 = {c["class"]: c["f1"] for c in metrics.get("parcels", {}).get("per_class", [])}
+    t = Table(title=f"per class, {metrics.get('level', '')} level ({metrics['split']} split)")
+    for col in ("class", "pixels", "precision", "recall", "F1", "IoU", "parcel F1"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    for c in sorted(metrics["per_class"], key=lambda c: c["support"]):
+        t.add_row(c["class"], f"{c['support']:,}", fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]),
+                  fmt(c["iou"]), fmt(parcel_f1.get(c["class"])))
+    return t
 
 
 def plot_confusion(cm: np.ndarray, names: tuple[str, ...] | list[str], png: Path, title: str = "") -> None:

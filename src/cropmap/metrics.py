@@ -55,3 +55,49 @@ def metrics_from_confusion(cm: np.ndarray, names: list[str] | tuple[str, ...]) -
         "confusion_matrix": cm.astype(np.int64).tolist(),
         "class_names": [str(n) for n in names],
     }
+
+
+def coarser_confusion(cm: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """``[K, K]`` confusion at a level -> ``[K_p, K_p]`` at a coarser one, given ``parent [K, K_p]``, the 0/1
+    matrix sending each class to its parent (see ``nomenclature.coarser_levels``).
+
+    Reference and prediction are both mapped, so a wheat pixel predicted as barley counts as correct at
+    the winter-cereal level: ``M^T cm M``."""
+    m = np.asarray(parent, dtype=np.int64)
+    return m.T @ np.asarray(cm, dtype=np.int64) @ m
+
+
+class ParcelVotes:
+    """Per-parcel pixel counts of reference labels and of predicted classes, accumulated batch by batch.
+
+    A parcel's reference is the majority of its labelled pixels' labels (they share one class) and its
+    prediction the majority vote of the predicted classes of the same pixels, as ms-convSTAR reports
+    field-level accuracy. Ties go to the lower class index. Parcel ids are those of the dataset's
+    ``parcel`` variable (1 + row in the parcel table; 0, no parcel, is skipped).
+    """
+
+    def __init__(self, num_parcels: int, num_classes: int) -> None:
+        self.k = num_classes
+        self.ref = np.zeros((num_parcels + 1, num_classes), np.int64)  # [P + 1, K], row 0 unused
+        self.votes = np.zeros((num_parcels + 1, num_classes), np.int64)
+
+    def add(self, parcel: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, ignore_index: int = -1) -> None:
+        """``parcel``, ``y_true``, ``y_pred``: arrays of one shape (e.g. ``[B, H, W]``)."""
+        pid, t, p = (np.asarray(a).ravel().astype(np.int64) for a in (parcel, y_true, y_pred))
+        keep = (pid > 0) & (t != ignore_index)
+        pid, t, p = pid[keep], t[keep], p[keep]
+        n = self.ref.size
+        self.ref += np.bincount(pid * self.k + t, minlength=n).reshape(self.ref.shape)
+        self.votes += np.bincount(pid * self.k + p, minlength=n).reshape(self.votes.shape)
+
+    def confusion(self, parent: np.ndarray | None = None) -> np.ndarray:
+        """``[K, K]`` confusion of parcels (one count per parcel with a labelled pixel); with ``parent
+        [K, K_p]`` the votes are first summed per parent class, so the parcel's coarser prediction is the
+        majority of its pixels' coarser predictions."""
+        ref, votes = self.ref, self.votes
+        if parent is not None:
+            m = np.asarray(parent, dtype=np.int64)
+            ref, votes = ref @ m, votes @ m
+        seen = ref.sum(axis=1) > 0
+        k = ref.shape[1]
+        return confusion_matrix(ref[seen].argmax(axis=1), votes[seen].argmax(axis=1), k)
