@@ -113,3 +113,24 @@ def test_missing_parcel_crs_is_reported(tiny_scene, tmp_path, capsys):
                "--out", str(tmp_path / "d.zarr")])
     assert rc == 2 and "nocrs.gpkg: the parcels have no CRS" in capsys.readouterr().err
     assert not (tmp_path / "d.zarr").exists()
+
+
+def test_utae_trains_and_predicts_through_the_cli(tiny_dataset, tiny_scene, tmp_path, capsys):
+    """A registry model with its own options (YAML ``model: {options: ...}``) goes through train and predict."""
+    from cropmap.checkpoint import load_checkpoint
+
+    cfg = tmp_path / "utae.yaml"
+    cfg.write_text("model:\n  options: {encoder_widths: [8, 8, 16], decoder_widths: [8, 8, 16], n_head: 2, d_model: 8}\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(run), "--model", "utae", "--config", str(cfg),
+                 "--epochs", "1", "--max-steps", "2", "--batch-size", "2"]) == 0
+    ck = load_checkpoint(run)
+    n = sum(v.numel() for k, v in ck.state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert f"utae ({n:,} parameters): best val mIoU " in capsys.readouterr().out
+    assert ck.model_name == "utae" and ck.model_kwargs["encoder_widths"] == [8, 8, 16]
+    assert "hidden" not in ck.model_kwargs  # shared tempcnn fields are filtered out
+    assert main(["predict", "--run", str(run), "--imagery", str(tiny_scene.imagery), "--out", str(tmp_path / "map.tif"),
+                 "--window", "48", "--overlap", "24", "--no-quicklook"]) == 0
+    with rasterio.open(tmp_path / "map.tif") as m:
+        a = m.read(1)
+        assert set(np.unique(a)) <= set(range(ck.class_table.num_classes)) | {255} and (a != 255).any()

@@ -36,12 +36,27 @@ class Checkpoint:
     norm_mean: np.ndarray
     norm_std: np.ndarray
     extra: dict[str, Any]
+    source: Path | None = None  # the file it was read from, named in messages
+    # one head per level (cropmap.hierarchy.Hierarchy.to_dict: levels, names, parent maps); None = flat model
+    hierarchy: dict[str, Any] | None = None
 
     def build(self) -> nn.Module:
-        model = build_model(self.model_name, in_channels=len(self.bands), num_classes=self.class_table.num_classes,
-                            **self.model_kwargs)
-        model.load_state_dict(self.state_dict)
-        return model.eval()
+        """The model in eval mode, ``[B, C, T, H, W] -> [B, K, H, W]``; a hierarchical one outputs its finest
+        level's consistent log-probabilities (see :mod:`cropmap.hierarchy`), so callers need not know."""
+        from .hierarchy import HierarchicalModel, Hierarchy
+
+        h = Hierarchy.from_dict(self.hierarchy) if self.hierarchy else None
+        model = build_model(self.model_name, in_channels=len(self.bands),
+                            num_classes=h.total if h else self.class_table.num_classes, **self.model_kwargs)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as e:  # weights saved for another class table, band set or model size
+            first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+            raise CropmapError(
+                f"{self.source or 'checkpoint'}: the weights do not fit {self.model_name} with "
+                f"{self.class_table.num_classes} classes and {len(self.bands)} bands ({first})"
+            ) from e
+        return (HierarchicalModel(model, h) if h else model).eval()
 
 
 def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
@@ -56,6 +71,7 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "bands": list(ckpt.bands),
         "norm": {"mean": [float(v) for v in ckpt.norm_mean], "std": [float(v) for v in ckpt.norm_std]},
         "extra": ckpt.extra,
+        "hierarchy": ckpt.hierarchy,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -86,4 +102,6 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         norm_mean=np.asarray(d["norm"]["mean"], dtype=np.float32),
         norm_std=np.asarray(d["norm"]["std"], dtype=np.float32),
         extra=d.get("extra", {}),
+        source=path,
+        hierarchy=d.get("hierarchy"),
     )

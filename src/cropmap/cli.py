@@ -21,7 +21,8 @@ def _build(a: argparse.Namespace) -> None:
                       level="custom" if a.classes else a.level, min_pixels=a.min_pixels,
                       classes=str(a.classes) if a.classes else None, keep_scl=a.keep_scl, seed=a.seed, erode=a.erode,
                       background=a.background)
-    s = build_dataset(a.imagery, a.parcels, a.out, cfg, overwrite=a.overwrite)
+    s = build_dataset(a.imagery, a.parcels, a.out, cfg, overwrite=a.overwrite, block_size=a.block_size,
+                      dask_address=a.dask_address, workers=a.workers)
     splits = ", ".join(f"{k} {v}" for k, v in s.n_patches.items())
     unlabelled = f", {sum(s.unknown_codes.values())} left unlabelled (codes {', '.join(sorted(s.unknown_codes))})" \
         if s.unknown_codes else ""
@@ -31,23 +32,52 @@ def _build(a: argparse.Namespace) -> None:
 
 def _train(a: argparse.Namespace) -> None:
     from .config import TrainConfig, load_config
-    from .train import train_model
+    from .configfile import config_yaml
+    from .train import CONFIG_NAME, train_model
 
     model = dict(name=a.model, hidden=a.hidden, embed_dim=a.embed_dim, unet_base=a.unet_base, unet_depth=a.unet_depth)
-    cfg = load_config(TrainConfig, a.config, model=model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+    # --resume starts from the run's own config.yaml; options given must then agree with it
+    base = a.config or (a.out / CONFIG_NAME if a.resume and a.out and (a.out / CONFIG_NAME).exists() else None)
+    cfg = load_config(TrainConfig, base, model=model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                       seed=a.seed, max_steps=a.max_steps, num_workers=a.num_workers, crop=a.crop,
-                      threads=a.threads, accelerator=a.accelerator)
-    s = train_model(a.data, a.out, cfg, overwrite=a.overwrite)
-    print(f"{s.model} ({s.parameters:,} parameters): best val mIoU {s.best_val_miou:.3f} at epoch {s.best_epoch}, "
-          f"{s.seconds:.0f} s; checkpoint {s.run / 'model.pt'}")
+                      threads=a.threads, accelerator=a.accelerator, levels=a.levels, patience=a.patience,
+                      loss=a.loss, focal_gamma=a.focal_gamma, class_weights=a.class_weights,
+                      date_dropout=a.date_dropout, temporal_crop=a.temporal_crop, precision=a.precision,
+                      devices=a.devices, num_nodes=a.num_nodes, strategy=a.strategy, logger=a.logger)
+    if a.print_config:
+        print(config_yaml(cfg, "cropmap train configuration (TrainConfig): use it with --config FILE;\n"
+                               "options given on the command line win over the file"), end="")
+        return
+    if a.data is None or a.out is None:
+        raise CropmapError("train: --data and --out are required (unless --print-config)")
+    s = train_model(a.data, a.out, cfg, overwrite=a.overwrite, resume=a.resume, echo=print)
+    stop = f", stopped early at epoch {s.stopped_epoch}" if s.stopped_epoch is not None else ""
+    print(f"{s.model} ({s.parameters:,} parameters): best val mIoU {s.best_val_miou:.3f} at epoch {s.best_epoch}"
+          f"{stop}, {s.seconds:.0f} s; checkpoint {s.run / 'model.pt'}")
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    from .evaluate import evaluate_run
+    from rich.console import Console
+
+    from .evaluate import evaluate_run, per_class_table, summary_lines
 
     m = evaluate_run(a.run, a.data, split=a.split, out=a.out)
-    print(f"{m['model']} on {m['split']}: OA {m['overall_accuracy']:.3f}  mIoU {m['miou']:.3f}  "
-          f"macro-F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}")
+    Console(width=None if sys.stdout.isatty() else 160).print(per_class_table(m))  # pipes: no 80-column wrap
+    print("\n".join(summary_lines(m)))
+
+
+def _compare(a: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from .compare import compare_runs, comparison_table, write_comparison
+
+    c = compare_runs(a.runs)
+    # a pipe or a log gets the whole width of the table rather than rich's default 80 columns
+    Console(width=None if sys.stdout.isatty() else 200).print(comparison_table(c))
+    for note in c.notes:
+        print(note)
+    if a.out:
+        print(f"table {write_comparison(c, a.out, overwrite=a.overwrite)}")
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -98,10 +128,17 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _fetch_parcels(a: argparse.Namespace) -> None:
+    from .sources.departements import fetch_departement_parcels
     from .sources.rpg_download import fetch_parcels
 
-    s = fetch_parcels(a.year, tuple(a.bbox), a.out, bbox_crs=a.bbox_crs, archive=a.archive, cache=a.cache,
-                      sha256=a.sha256, allow_http=a.allow_http, overwrite=a.overwrite)
+    if (a.bbox is None) == (a.departement is None):
+        raise CropmapError("fetch-parcels: give either --bbox or --departement")
+    common = dict(archive=a.archive, cache=a.cache, sha256=a.sha256, allow_http=a.allow_http, overwrite=a.overwrite)
+    if a.departement is not None:
+        s = fetch_departement_parcels(a.year, a.departement, a.out, boundaries=a.boundaries, margin=a.margin,
+                                      **common)
+    else:
+        s = fetch_parcels(a.year, tuple(a.bbox), a.out, bbox_crs=a.bbox_crs, **common)
     print(f"{s.n_parcels:,} parcels of RPG {a.year} -> {s.path} (layer {s.layer} of {s.gpkg.name}"
           + (f", downloaded {s.downloaded_bytes / 1e6:,.0f} MB" if s.downloaded_bytes else ", archive cached") + ")")
 
@@ -109,8 +146,13 @@ def _fetch_parcels(a: argparse.Namespace) -> None:
 def _fetch_imagery(a: argparse.Namespace) -> None:
     from .sources.stac import fetch_imagery
 
-    s = fetch_imagery(tuple(a.bbox), a.out, start=a.start, end=a.end, bbox_crs=a.bbox_crs, source=a.source,
-                      crs=a.crs, max_cloud=a.max_cloud, stac_url=a.stac_url, overwrite=a.overwrite)
+    if (a.bbox is None) == (a.departement is None):
+        raise CropmapError("fetch-imagery: give either --bbox or --departement")
+    s = fetch_imagery(tuple(a.bbox) if a.bbox else None, a.out, start=a.start, end=a.end, bbox_crs=a.bbox_crs,
+                      departement=a.departement, boundaries=a.boundaries, source=a.source,
+                      crs=a.crs, max_cloud=a.max_cloud, stac_url=a.stac_url, token_url=a.token_url,
+                      overwrite=a.overwrite, workers=a.workers, dask_address=a.dask_address, ee_project=a.ee_project,
+                      mask=a.mask, cs_threshold=a.cs_threshold)
     print(f"{len(s.dates)} dates ({s.dates[0]} to {s.dates[-1]}, {s.n_items} items) -> {s.path} "
           f"({s.width} x {s.height} px of 10 m, {s.crs.to_string()}"
           + (f", resumed after {s.skipped} written" if s.skipped else "") + ")")
@@ -138,9 +180,15 @@ def parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fetch-parcels", help="download the national RPG archive and cut out the parcels of an area")
     f.add_argument("--year", type=int, required=True, help="RPG year (its archive URL is known for 2023)")
-    f.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                   help="area to keep, in --bbox-crs")
+    f.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="area to keep, in --bbox-crs (or --departement)")
     f.add_argument("--bbox-crs", default="EPSG:2154", help="CRS of --bbox (default EPSG:2154, Lambert-93)")
+    f.add_argument("--departement", metavar="CODE",
+                   help="metropolitan département (INSEE code, e.g. 29 or 2A): its box, from --boundaries")
+    f.add_argument("--boundaries", help="--departement: URL or vector file of départements with a code field "
+                                        "(default: gregoiredavid/france-geojson, downloaded once into the cache)")
+    f.add_argument("--margin", type=float, default=1000.0,
+                   help="--departement: metres added around its box (outlines are simplified; default 1000)")
     f.add_argument("--out", type=Path, required=True, help="GeoPackage to write (layer PARCELLES_GRAPHIQUES)")
     f.add_argument("--archive", help="URL or local path of the RPG 7z archive (default: the geopf one for --year)")
     f.add_argument("--cache", type=Path, help="download cache (default $CROPMAP_CACHE or ~/.cache/cropmap)")
@@ -149,18 +197,33 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace an existing output")
     f.set_defaults(func=_fetch_parcels)
 
-    g = sub.add_parser("fetch-imagery", help="Sentinel-2 L2A of an area from a STAC API -> Zarr cube (resumable)")
-    g.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                   help="area to cover, in --bbox-crs")
+    g = sub.add_parser("fetch-imagery", help="Sentinel-2 L2A of an area (STAC API or Earth Engine) -> Zarr cube "
+                                             "(resumable)")
+    g.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="area to cover, in --bbox-crs (or --departement)")
     g.add_argument("--bbox-crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326, lon/lat)")
+    g.add_argument("--departement", metavar="CODE", help="metropolitan département (INSEE code): its box "
+                                                         "+ 1 km, as fetch-parcels --departement")
+    g.add_argument("--boundaries", help="--departement: URL or vector file of départements (as fetch-parcels)")
     g.add_argument("--start", required=True, help="first acquisition date, YYYY-MM-DD")
     g.add_argument("--end", required=True, help="last acquisition date, YYYY-MM-DD (inclusive)")
-    g.add_argument("--source", default="earth-search", choices=["earth-search"],
-                   help="imagery provider (default earth-search: sentinel-2-c1-l2a, no account)")
+    g.add_argument("--source", default="earth-search", choices=["earth-search", "planetary-computer", "earth-engine"],
+                   help="imagery provider (default earth-search: sentinel-2-c1-l2a, no account; planetary-computer: "
+                        "sentinel-2-l2a, signed URLs, optional key in $PC_SDK_SUBSCRIPTION_KEY; earth-engine: "
+                        "S2_SR_HARMONIZED through xee, needs an account and cropmap[gee])")
+    g.add_argument("--ee-project", help="earth-engine: Google Cloud project registered for Earth Engine")
+    g.add_argument("--mask", choices=["cs", "scl"], default="cs",
+                   help="earth-engine: clouds by Cloud Score+ (cs, default; no SCL in the cube) or keep SCL (scl)")
+    g.add_argument("--cs-threshold", type=float, default=0.6,
+                   help="earth-engine, --mask cs: pixels with cs_cdf below this are nodata (default 0.6)")
     g.add_argument("--out", type=Path, required=True, help="Zarr cube to write (rerun to resume an interrupted one)")
     g.add_argument("--crs", default="EPSG:2154", help="CRS of the 10 m grid: EPSG:n or utm (default EPSG:2154)")
     g.add_argument("--max-cloud", type=float, default=80.0, help="skip items with more cloud cover, %% (default 80)")
     g.add_argument("--stac-url", help="STAC API to search instead of the source's own")
+    g.add_argument("--token-url", help="planetary-computer: SAS token endpoint instead of the public one")
+    g.add_argument("--workers", type=int, default=1, help="dates fetched at once on this machine (threads)")
+    g.add_argument("--dask-address", help="tcp://host:port of a Dask scheduler to fetch the dates on "
+                                          "(its workers write --out: a path they must share)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing complete cube")
     g.set_defaults(func=_fetch_imagery)
 
@@ -181,13 +244,23 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-background", dest="background", action="store_const", const=False, default=None,
                    help="no class for land outside the parcels (unlabelled instead)")
     b.add_argument("--seed", type=int, help="seed of the spatial split")
+    b.add_argument("--block-size", type=int, default=1024, metavar="PX",
+                   help="composite the area in blocks of this side, rounded to whole patches (memory grows with it; "
+                        "the dataset does not change; default 1024)")
+    b.add_argument("--dask-address", help="tcp://host:port of a Dask scheduler to composite the blocks on "
+                                          "(its workers must see --imagery and --out's folder)")
+    b.add_argument("--workers", type=int, default=1, help="blocks composited at once on this machine (threads)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     b.set_defaults(func=_build)
 
     t = sub.add_parser("train", help="train a model on a dataset")
-    t.add_argument("--data", type=Path, required=True, help="dataset written by `cropmap build`")
-    t.add_argument("--out", type=Path, required=True, help="run folder")
+    t.add_argument("--data", type=Path, help="dataset written by `cropmap build` (required)")
+    t.add_argument("--out", type=Path, help="run folder (required)")
     t.add_argument("--config", type=Path, help="YAML file with TrainConfig fields (model: {...} nested)")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration as a commented YAML file and exit")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last completed epoch (same config)")
     t.add_argument("--model", help="registered model name (default tempcnn-unet)")
     t.add_argument("--epochs", type=int, help="passes over the training patches")
     t.add_argument("--batch-size", type=int, help="patches per step")
@@ -202,6 +275,21 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--embed-dim", type=int, help="temporal embedding size D")
     t.add_argument("--unet-base", type=int, help="U-Net channels at full resolution")
     t.add_argument("--unet-depth", type=int, help="U-Net down-sampling steps")
+    t.add_argument("--levels", nargs="+", metavar="LEVEL",
+                   help="one head per level, the dataset's first, e.g. crop group coarse (default: one flat head)")
+    t.add_argument("--patience", type=int, help="stop after this many validations without val mIoU gain (0: off)")
+    t.add_argument("--loss", choices=["ce", "focal"], help="training loss (default ce)")
+    t.add_argument("--focal-gamma", type=float, help="focal loss exponent (default 2)")
+    t.add_argument("--class-weights", choices=["none", "inverse", "median", "effective"],
+                   help="loss weights from the train split's label counts (default none)")
+    t.add_argument("--date-dropout", type=float, help="probability of masking each date of a training patch")
+    t.add_argument("--temporal-crop", type=float, help="keep a random window of at least this fraction of the season")
+    t.add_argument("--precision", choices=["auto", "32", "bf16-mixed", "16-mixed"],
+                   help="auto: bf16-mixed on GPU, 32 on CPU")
+    t.add_argument("--devices", type=lambda v: v if v == "auto" else int(v), help="devices per node (or auto)")
+    t.add_argument("--num-nodes", type=int, help="machines in distributed (DDP) training")
+    t.add_argument("--strategy", help="Lightning strategy, e.g. ddp (default auto)")
+    t.add_argument("--logger", choices=["csv", "tensorboard"], help="training logs (default csv)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     t.set_defaults(func=_train)
 
@@ -211,6 +299,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test"], help="default test")
     e.add_argument("--out", type=Path, help="folder for metrics.json and confusion.png (default: the run)")
     e.set_defaults(func=_evaluate)
+
+    c = sub.add_parser("compare", help="side-by-side metrics of evaluated runs, per level")
+    c.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders (after `cropmap evaluate`)")
+    c.add_argument("--out", type=Path, help="also write the table as .csv or .md")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing table file")
+    c.set_defaults(func=_compare)
 
     r = sub.add_parser("predict", help="crop map (COG), quick-look, per-parcel predictions; one scene or many tiles")
     r.add_argument("--run", type=Path, required=True, help="run folder written by `cropmap train`")

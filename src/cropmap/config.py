@@ -50,19 +50,36 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    epochs: int = 12
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)  # the network (a name in the model registry and its sizes)
+    epochs: int = 12  # passes over the training patches; the learning rate follows a cosine over them
+    batch_size: int = 8  # patches per optimiser step (per device)
+    lr: float = 2e-3  # AdamW learning rate at the start of the cosine schedule
+    weight_decay: float = 1e-4  # AdamW weight decay
+    seed: int = 0  # seeds weights, shuffling, augmentation and dropout: same seed, same run
     max_steps: int = -1  # stop after this many optimiser steps (-1: no limit); for smoke tests
     num_workers: int = 0  # DataLoader worker processes
     augment: bool = True  # random flips and 90-degree rotations
     crop: int = 0  # train on random crop x crop windows of each patch (0: whole patches)
+    date_dropout: float = 0.0  # probability of masking each date of a training patch (at least one date is kept)
+    temporal_crop: float = 1.0  # keep a random window of at least this fraction of the season (1: whole season)
+    loss: str = "ce"  # "ce" (cross-entropy) or "focal" (Lin et al. 2017: down-weights easy pixels)
+    focal_gamma: float = 2.0  # focal loss exponent (0 gives cross-entropy)
+    class_weights: str = "none"  # "none", "inverse", "median" (median frequency) or "effective" (Cui et al. 2019)
+    class_weights_beta: float = 0.9999  # beta of the effective number of samples, (1 - beta^n) / (1 - beta)
+    patience: int = 0  # stop when val mIoU has not improved for this many validations (0: never stop early)
+    # one head per level with a summed loss, e.g. [crop, group, coarse] (the dataset's level first); [] = flat
+    levels: tuple[str, ...] = ()
     val_every: int = 1  # validate every this many epochs
     threads: int = 0  # torch CPU threads (0: torch's default)
     accelerator: str = "auto"  # "cpu", "gpu" or "auto"
+    precision: str = "auto"  # "32", "bf16-mixed", "16-mixed" or "auto" (bf16-mixed on GPU, 32 on CPU)
+    devices: int | str = 1  # devices per node (an int, or "auto" for all visible GPUs)
+    num_nodes: int = 1  # machines taking part in distributed (DDP) training
+    strategy: str = "auto"  # Lightning strategy: "auto", "ddp", "ddp_find_unused_parameters_true", ...
+    # deterministic algorithms: true, false, "warn" or "auto" (true on CPU; warn on GPU, where some ops, such as
+    # bilinear upsampling's backward pass, have no deterministic kernel and true would stop training)
+    deterministic: bool | str = "auto"
+    logger: str = "csv"  # "csv" (logs/metrics.csv) or "tensorboard" (also logs/ for TensorBoard; needs tensorboardX)
 
 
 C = TypeVar("C")

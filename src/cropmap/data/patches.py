@@ -1,7 +1,8 @@
-"""A torch Dataset over one split of a built dataset, with normalisation and geometric augmentation."""
+"""A torch Dataset over one split of a built dataset, with normalisation and augmentation in space and time."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..dataset.store import dataset_info, open_dataset
+from ..errors import CropmapError
 
 
 def normalise(dn: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray):
@@ -25,11 +27,20 @@ class PatchDataset(Dataset):
     """Items: ``x [C, T, P, P]`` float32, ``doy [T]`` float32, ``mask [T]`` bool, ``y [P, P]`` int64.
 
     The split is loaded into memory (uint16, ~300 KB a 64 px patch at T = 37); ``crop`` takes a random
-    ``crop x crop`` window per item when training, and ``augment`` random flips and 90-degree rotations
-    (drawn from torch's generator, which Lightning seeds and DataLoader workers re-seed each).
+    ``crop x crop`` window per item when training, and ``augment`` random flips and 90-degree rotations.
+    In time, ``temporal_crop`` keeps a random window of at least that fraction of the T steps and
+    ``date_dropout`` drops each remaining step with that probability, always keeping one: a dropped step
+    gets ``mask`` False and ``x`` 0 (the band mean), so items keep one T and no model sees the dropped
+    values, even through a convolution. All draws come from torch's generator, which Lightning seeds and
+    DataLoader workers re-seed each; none is made for an augmentation that is off.
     """
 
-    def __init__(self, path: Path | str, split: str, *, augment: bool = False, crop: int | None = None) -> None:
+    def __init__(self, path: Path | str, split: str, *, augment: bool = False, crop: int | None = None,
+                 date_dropout: float = 0.0, temporal_crop: float = 1.0) -> None:
+        if not 0 <= date_dropout < 1:
+            raise CropmapError(f"date_dropout {date_dropout}: must be in [0, 1)")
+        if not 0 < temporal_crop <= 1:
+            raise CropmapError(f"temporal_crop {temporal_crop}: must be in (0, 1]")
         info = dataset_info(path)
         ds = open_dataset(path)
         sel = np.flatnonzero(ds["split"].values == split)
@@ -41,6 +52,8 @@ class PatchDataset(Dataset):
         self.doy = torch.as_tensor(ds["doy"].values.astype(np.float32))
         self.augment = augment
         self.crop = crop
+        self.date_dropout = date_dropout
+        self.temporal_crop = temporal_crop
 
     def __len__(self) -> int:
         return len(self.x)
@@ -56,9 +69,26 @@ class PatchDataset(Dataset):
             x, y = np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k, axes=(-2, -1))
             if torch.rand(()) < 0.5:
                 x, y = x[..., ::-1], y[..., ::-1]
-        return {
-            "x": torch.from_numpy(np.ascontiguousarray(x)),
-            "y": torch.from_numpy(np.ascontiguousarray(y)),
-            "doy": self.doy,
-            "mask": torch.ones(len(self.doy), dtype=torch.bool),
-        }
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        mask = self.time_mask()
+        if not mask.all():
+            x[:, ~mask] = 0
+        return {"x": x, "y": torch.from_numpy(np.ascontiguousarray(y)), "doy": self.doy, "mask": mask}
+
+    def time_mask(self) -> torch.Tensor:
+        """``[T]`` bool: the steps kept by the temporal crop and date dropout (all of them when both are off)."""
+        t = len(self.doy)
+        mask = torch.ones(t, dtype=torch.bool)
+        if self.temporal_crop < 1:
+            shortest = max(1, math.ceil(self.temporal_crop * t))
+            length = int(torch.randint(shortest, t + 1, ()))
+            start = int(torch.randint(0, t - length + 1, ()))
+            mask[:] = False
+            mask[start : start + length] = True
+        if self.date_dropout > 0:
+            kept = mask.nonzero().squeeze(1)
+            drop = torch.rand(len(kept)) < self.date_dropout
+            if drop.all():  # keep one date, drawn among the candidates
+                drop[int(torch.randint(len(kept), ()))] = False
+            mask[kept[drop]] = False
+        return mask
