@@ -1,0 +1,257 @@
+"""Pixel models on real time series: the ``tempcnn-pixel`` temporal encoder next to a random forest.
+
+    python benchmarks/real_points.py            # README figures (5 folds + 2 seeds, 60 epochs)
+    python benchmarks/real_points.py --quick    # smoke run: 2 folds, 2 epochs, 20 trees
+
+Two datasets from ../shared/data/realdata (never copied into the project; see each PROVENANCE.txt):
+
+* ``fr-rpg-points/fr2023_dekad.npz``: 500 RPG-labelled points in western France, Sentinel-2 L2A at up to
+  51 dekads (Sep 2022 - Jan 2024), about half the observations missing (clouds). Labels are grouped with
+  WorldCereal's own ``CROPTYPE_INSEASON_FRANCE`` mapping; groups with fewer than 10 points and points
+  outside the mapping (fallow, non-crop grass) are left out. 5-fold cross-validation, stratified and
+  grouped by point (sample ids are unique: each point is its own group).
+* ``formosat2-tempcnn``: the FORMOSAT-2 pixels of the TempCNN paper's example (13 classes, 260 train /
+  260 test pixels from disjoint polygons, 149 gap-filled dates); its own train/test split, 2 seeds.
+
+Both models see the same inputs: per-band standardised series (statistics from the training part),
+missing dekads filled by linear interpolation in time. The random forest (500 trees) gets them
+flattened to ``C x T`` features. Results go to benchmarks/results/real_points.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(os.environ.get("CROPMAP_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+REAL = SHARED / "data" / "realdata"
+RESULTS = Path(__file__).resolve().parent / "results"
+RPG_BANDS = ("B02", "B03", "B04", "B08")  # the four 10 m bands cropmap's pipeline uses
+MIN_POINTS = 10  # smallest class kept: 5 folds need at least 2 points per class per fold to mean anything
+
+
+def gap_fill(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``[N, T, C]`` with ``valid [N, T, C]`` -> linear interpolation in time (ends held flat).
+
+    A series with no valid step at all gets NaN here; callers replace it with the training mean.
+    """
+    out = np.full(x.shape, np.nan, dtype=np.float32)
+    t = np.arange(x.shape[1])
+    for i in range(x.shape[0]):
+        for c in range(x.shape[2]):
+            ok = valid[i, :, c]
+            if ok.any():
+                out[i, :, c] = np.interp(t, t[ok], x[i, ok, c])
+    return out
+
+
+def load_rpg_points(folder: Path) -> dict:
+    """fr2023 dekads -> gap-filled reflectance ``[N, T, 4]``, day of year ``[T]``, labels, groups."""
+    d = np.load(folder / "fr2023_dekad.npz")
+    groups_map = json.loads((folder / "ewoc_class_mappings.json").read_text())["CROPTYPE_INSEASON_FRANCE"]
+    label = np.array([groups_map.get(str(c), "") for c in d["ewoc_code"]])
+    names, counts = np.unique(label[label != ""], return_counts=True)
+    keep_names = sorted(n for n, k in zip(names, counts) if k >= MIN_POINTS)
+    keep = np.isin(label, keep_names)
+    bands = [list(d["bands"]).index(b) for b in RPG_BANDS]
+    raw = d["X_NTC"][keep][:, :, bands]  # [N, T, 4] uint16, 65535 = missing
+    x = gap_fill(raw.astype(np.float32) / 10000.0, raw != 65535)
+    # the dekad starts are labelled; the composite is centred 5 days later
+    doy = np.array([(dt.date.fromisoformat(s) + dt.timedelta(days=5)).timetuple().tm_yday for s in d["dates"]])
+    y = np.array([keep_names.index(n) for n in label[keep]])
+    return {"x": x, "doy": doy, "y": y, "names": keep_names, "groups": d["sample_id"][keep],
+            "dropped": int((~keep).sum()), "valid_fraction": float((raw != 65535).mean())}
+
+
+def load_formosat2(folder: Path) -> dict:
+    """Train and test pixels ``[N, 149, 3]`` (NIR, R, G) with labels; day of year is positional (see below)."""
+    tr, te = np.load(folder / "train.npz"), np.load(folder / "test.npz")
+    names = [line.split(",")[1].strip() for line in (folder / "class_map.txt").read_text().splitlines()[1:] if line.strip()]
+    t = tr["X_NTC"].shape[1]
+    # the example ships no dates (149 gap-filled steps of the 2006 season): spread them evenly over one
+    # year, so the day-of-year features act as a positional code shared by every pixel
+    doy = np.round(np.arange(t) * 365.0 / t).astype(int) + 1
+    return {"x_train": tr["X_NTC"], "y_train": tr["y"], "x_test": te["X_NTC"], "y_test": te["y"], "doy": doy,
+            "names": names, "polygons_shared": len(set(tr["polygon_id"]) & set(te["polygon_id"]))}
+
+
+def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Per-band mean/std over the training series ``[N, T, C]``; NaN (no valid step) -> band mean (0)."""
+    mean = np.nanmean(train, axis=(0, 1))
+    std = np.nanstd(train, axis=(0, 1)) + 1e-6
+    return [np.nan_to_num((a - mean) / std, nan=0.0).astype(np.float32) for a in (train, *others)]
+
+
+def train_tempcnn(x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_classes: int, *, epochs: int, seed: int,
+                  hidden: int = 32, batch_size: int = 32, lr: float = 2e-3):
+    """Train the registry's ``tempcnn-pixel`` on series ``[N, T, C]`` fed as 1 x 1 images ``[N, C, T, 1, 1]``."""
+    import torch
+    import torch.nn.functional as F
+
+    from cropmap.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("tempcnn-pixel", in_channels=x.shape[2], num_classes=num_classes, hidden=hidden,
+                        embed_dim=hidden, dropout=0.2)  # hidden = embed_dim = 32: cropmap's ModelConfig default
+    xt = torch.from_numpy(x).permute(0, 2, 1)[..., None, None].contiguous()  # [N, C, T, 1, 1]
+    yt = torch.from_numpy(y).long()[:, None, None]  # [N, 1, 1]
+    doy_t = torch.as_tensor(doy, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * -(-len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            if len(idx) < 2:  # batch norm needs two samples
+                continue
+            logits = model(xt[idx], doy_t.expand(len(idx), -1), None)  # [B, K, 1, 1]
+            loss = F.cross_entropy(logits, yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return model
+
+
+def predict_tempcnn(model, x: np.ndarray, doy: np.ndarray) -> np.ndarray:
+    import torch
+
+    xt = torch.from_numpy(x).permute(0, 2, 1)[..., None, None].contiguous()
+    with torch.no_grad():
+        logits = model(xt, torch.as_tensor(doy, dtype=torch.float32).expand(len(x), -1), None)
+    return logits[:, :, 0, 0].argmax(1).numpy()
+
+
+def random_forest(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, trees: int, seed: int) -> np.ndarray:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rf = RandomForestClassifier(n_estimators=trees, n_jobs=2, random_state=seed)
+    rf.fit(x_train.reshape(len(x_train), -1), y_train)
+    return rf.predict(x_test.reshape(len(x_test), -1))
+
+
+def scores(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
+    from cropmap.metrics import confusion_matrix, metrics_from_confusion
+
+    m = metrics_from_confusion(confusion_matrix(y, pred, len(names)), names)
+    return {"oa": m["overall_accuracy"], "macro_f1": m["macro_f1"],
+            "per_class_f1": {c["class"]: c["f1"] for c in m["per_class"]}}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean and (population) standard deviation of OA and macro-F1 over folds or seeds."""
+    out = {}
+    for k in ("oa", "macro_f1"):
+        v = np.array([r[k] for r in runs])
+        out[k] = {"mean": float(v.mean()), "std": float(v.std()), "runs": v.round(4).tolist()}
+    return out
+
+
+def run_rpg_points(args: argparse.Namespace) -> dict:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    data = load_rpg_points(REAL / "fr-rpg-points")
+    x, y, names = data["x"], data["y"], data["names"]
+    print(f"fr-rpg-points: {len(y)} points x {x.shape[1]} dekads x {x.shape[2]} bands, {len(names)} classes "
+          f"({data['dropped']} points outside them left out), valid observations {data['valid_fraction']:.0%}", flush=True)
+    folds = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=0)
+    results: dict[str, list[dict]] = {"tempcnn-pixel": [], "random-forest": []}
+    for k, (tr, te) in enumerate(folds.split(x, y, groups=data["groups"])):
+        assert not set(data["groups"][tr]) & set(data["groups"][te])
+        xtr, xte = standardise(x[tr], x[te])
+        model = train_tempcnn(xtr, y[tr], data["doy"], len(names), epochs=args.epochs, seed=k)
+        results["tempcnn-pixel"].append(scores(y[te], predict_tempcnn(model, xte, data["doy"]), names))
+        results["random-forest"].append(scores(y[te], random_forest(xtr, y[tr], xte, trees=args.trees, seed=k), names))
+        print(f"  fold {k}: {len(tr)} train / {len(te)} test points; OA / macro-F1 tempcnn-pixel "
+              f"{results['tempcnn-pixel'][-1]['oa']:.3f} / {results['tempcnn-pixel'][-1]['macro_f1']:.3f}, random forest "
+              f"{results['random-forest'][-1]['oa']:.3f} / {results['random-forest'][-1]['macro_f1']:.3f}", flush=True)
+    return {"protocol": f"{args.folds}-fold StratifiedGroupKFold by point", "classes": names,
+            "n_points": len(y), "class_counts": np.bincount(y).tolist(),
+            **{m: {**summarise(r), "folds": r} for m, r in results.items()}}
+
+
+def run_formosat2(args: argparse.Namespace) -> dict:
+    data = load_formosat2(REAL / "formosat2-tempcnn")
+    names = data["names"]
+    print(f"formosat2-tempcnn: {len(data['y_train'])} train / {len(data['y_test'])} test pixels x "
+          f"{data['x_train'].shape[1]} dates x {data['x_train'].shape[2]} bands, {len(names)} classes, "
+          f"polygons in both splits: {data['polygons_shared']}", flush=True)
+    xtr, xte = standardise(data["x_train"], data["x_test"])
+    results: dict[str, list[dict]] = {"tempcnn-pixel": [], "random-forest": []}
+    for seed in range(args.seeds):
+        model = train_tempcnn(xtr, data["y_train"], data["doy"], len(names), epochs=args.epochs, seed=seed)
+        results["tempcnn-pixel"].append(scores(data["y_test"], predict_tempcnn(model, xte, data["doy"]), names))
+        pred = random_forest(xtr, data["y_train"], xte, trees=args.trees, seed=seed)
+        results["random-forest"].append(scores(data["y_test"], pred, names))
+        print(f"  seed {seed}: OA / macro-F1 tempcnn-pixel {results['tempcnn-pixel'][-1]['oa']:.3f} / "
+              f"{results['tempcnn-pixel'][-1]['macro_f1']:.3f}, random forest {results['random-forest'][-1]['oa']:.3f} / "
+              f"{results['random-forest'][-1]['macro_f1']:.3f}", flush=True)
+    return {"protocol": f"own train/test split, {args.seeds} seed(s)", "classes": names,
+            **{m: {**summarise(r), "runs": r} for m, r in results.items()}}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 folds, 1 seed, 2 epochs, 20 trees")
+    p.add_argument("--epochs", type=int, default=None, help="TempCNN epochs (default 60, quick 2)")
+    p.add_argument("--trees", type=int, default=None, help="random-forest trees (default 500, quick 20)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder for real_points[.quick].json")
+    # 1 thread: the models are tiny, and on a shared machine a second OpenMP thread mostly spin-waits
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--dataset", choices=("all", "fr-rpg-points", "formosat2-tempcnn"), default="all",
+                   help="one dataset only (to run the two in parallel); results go to real_points-<dataset>.json")
+    args = p.parse_args(argv)
+    if not REAL.is_dir():
+        print(f"real_points: skipped, no real data at {REAL} (set CROPMAP_SHARED)")
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.folds, args.seeds = (2, 1) if args.quick else (5, 2)
+    args.epochs = args.epochs or (2 if args.quick else 60)
+    args.trees = args.trees or (20 if args.quick else 500)
+    start = time.perf_counter()
+    out = {"settings": {"quick": args.quick, "epochs": args.epochs, "trees": args.trees, "folds": args.folds,
+                        "seeds": args.seeds, "threads": args.threads},
+           }
+    runners = {"fr-rpg-points": run_rpg_points, "formosat2-tempcnn": run_formosat2}
+    datasets = list(runners) if args.dataset == "all" else [args.dataset]
+    for ds in datasets:
+        out[ds] = runners[ds](args)
+    out["wall_s"] = round(time.perf_counter() - start, 1)
+
+    print(f"\n{'dataset':<20} {'model':<15} {'OA':>15} {'macro-F1':>15}")
+    for ds in datasets:
+        for m in ("tempcnn-pixel", "random-forest"):
+            r = out[ds][m]
+            print(f"{ds:<20} {m:<15} {r['oa']['mean']:.3f} ± {r['oa']['std']:.3f}   "
+                  f"{r['macro_f1']['mean']:.3f} ± {r['macro_f1']['std']:.3f}")
+    out["cpu_s"] = round(cpu_seconds(), 1)
+    # on a shared machine wall time is inflated; CPU time (this process and its children) is not
+    print(f"wall time {out['wall_s']:.0f} s, CPU time {out['cpu_s']:.0f} s")
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem = "real_points" if args.dataset == "all" else f"real_points-{args.dataset}"
+    path = args.results / (f"{stem}.quick.json" if args.quick else f"{stem}.json")
+    path.write_text(json.dumps(out, indent=1))
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
