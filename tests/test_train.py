@@ -29,6 +29,23 @@ def _train_argv(data, out, *extra):
     return ["train", "--data", str(data), "--out", str(out), *map(str, extra)]
 
 
+def _train_and_kill_after(data, out, cfg, epochs_done: int) -> None:
+    """Start ``cropmap train`` in a subprocess and SIGKILL it once its state after ``epochs_done`` is on disk."""
+    last = out / LAST_NAME
+    proc = subprocess.Popen([sys.executable, "-m", "cropmap", *_train_argv(data, out, "--config", cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        # the state is renamed into place complete, so reading it while training goes on is safe
+        if last.exists() and torch.load(last, weights_only=True)["cropmap"]["epochs_done"] == epochs_done:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not (out / "model.pt").exists()
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_dataset, tmp_path_factory):
     """Run A uninterrupted; run B killed (SIGKILL) once its epoch-2 state is on disk, kept as it was, then resumed."""
@@ -37,19 +54,8 @@ def runs(tiny_dataset, tmp_path_factory):
     cfg.write_text(config_yaml(RESUME_CONFIG))
     assert main(_train_argv(tiny_dataset, root / "A", "--config", cfg)) == 0
 
-    b, last = root / "B", root / "B" / LAST_NAME
-    proc = subprocess.Popen([sys.executable, "-m", "cropmap", *_train_argv(tiny_dataset, b, "--config", cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    while proc.poll() is None and time.monotonic() < deadline:
-        # the state is renamed into place complete, so reading it while training goes on is safe
-        if last.exists() and torch.load(last, weights_only=True)["cropmap"]["epochs_done"] == 2:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    assert not (b / "model.pt").exists()
+    b = root / "B"
+    _train_and_kill_after(tiny_dataset, b, cfg, epochs_done=2)
     killed = root / "B-killed"
     shutil.copytree(b, killed)
     assert main(_train_argv(tiny_dataset, b, "--resume")) == 0  # the run's own config.yaml
@@ -75,6 +81,17 @@ def test_resume_after_a_kill_ends_with_the_uninterrupted_weights_and_metrics(run
     # the log keeps the epochs before the kill and matches the uninterrupted one row for row
     assert (a / "logs/metrics.csv").read_text() == (b / "logs/metrics.csv").read_text()
     assert json.loads((a / "classes.json").read_text()) == json.loads((b / "classes.json").read_text())
+
+
+@pytest.mark.parametrize("epochs_done", [1, 2])
+def test_kill_and_resume_again_gives_the_same_weights(runs, tiny_dataset, tmp_path, epochs_done):
+    """The fault injection repeated (3 kills in all with the fixture's), at another epoch too."""
+    a = runs[0]
+    _train_and_kill_after(tiny_dataset, tmp_path / "run", a / "config.yaml", epochs_done)
+    assert main(_train_argv(tiny_dataset, tmp_path / "run", "--resume")) == 0
+    ca = torch.load(a / "model.pt", weights_only=True)["state_dict"]
+    cb = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(ca[k], cb[k]) for k in ca)
 
 
 def test_resume_state_is_saved_every_epoch_and_loads_with_weights_only(runs):
