@@ -45,8 +45,25 @@ def date_from_name(name: str) -> dt.date | None:
     return None
 
 
+class GridStack:
+    """What every imagery stack derives from its ``dates`` and grid (``height``, ``width``, ``transform``)."""
+
+    dates: tuple[dt.date, ...]
+    height: int
+    width: int
+    transform: Affine
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in the imagery CRS."""
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+
+
 @dataclass(frozen=True)
-class SceneStack:
+class SceneStack(GridStack):
     """Per-date GeoTIFFs on one grid; ``read`` returns ``([4, h, w] uint16 DN, [h, w] SCL or None)``."""
 
     files: tuple[Path, ...]
@@ -57,14 +74,6 @@ class SceneStack:
     height: int
     band_indexes: tuple[tuple[int, ...], ...]  # per file: 1-based indexes of B2, B3, B4, B8
     scl_indexes: tuple[int | None, ...]  # per file: 1-based index of SCL, or None
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(west, south, east, north) in the imagery CRS."""
-        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
 
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         path = self.files[i]

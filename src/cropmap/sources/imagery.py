@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import rasterio
 import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
@@ -21,7 +20,7 @@ from rasterio.errors import CRSError
 from rasterio.windows import Window
 
 from ..errors import CropmapError
-from .geotiff_folder import _ALIASES, BANDS, open_scene_folder
+from .geotiff_folder import _ALIASES, BANDS, GridStack, open_scene_folder
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 
@@ -81,7 +80,7 @@ class _Band:
     fill: float | None
 
 
-class XarrayStack:
+class XarrayStack(GridStack):
     """A lazily opened xarray Dataset seen as an imagery stack; ``read`` pulls one date and window only.
 
     Band variables are stored as (time, y, x) each, or as one (time, band, y, x) variable; integers
@@ -111,14 +110,6 @@ class XarrayStack:
         for name in filter(None, (self._scl, self._valid)):
             if set(ds[name].dims) != {self._tdim, "y", "x"}:
                 raise CropmapError(f"{path}: variable {name} has dims {ds[name].dims}; expected ({self._tdim}, y, x)")
-
-    def __len__(self) -> int:
-        return len(self.dates)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(west, south, east, north) in the imagery CRS."""
-        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
 
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         t = int(self._order[i])
