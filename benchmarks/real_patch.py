@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(os.environ.get("CROPMAP_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-PATCH = SHARED / "data" / "realdata" / "be-lpis-2018-patch"
-RESULTS = Path(__file__).resolve().parent / "results"
+from realdata_common import REAL, RESULTS, cpu_seconds  # noqa: E402  (beside this script)
+
+PATCH = REAL / "be-lpis-2018-patch"
 PATCH_SIZE = 16  # 64 px / 16 = 16 spatial blocks, 13 of them labelled
 # 50/20/30 rather than the build's default 60/20/20: the test split is 2 blocks at 20 % and 4-5 at 30 %
 SPLIT_FRACTIONS = (0.5, 0.2, 0.3)
@@ -170,12 +168,6 @@ def write_results(out: dict, folder: Path, quick: bool) -> Path:
     path = folder / ("real_patch.quick.json" if quick else "real_patch.json")
     path.write_text(json.dumps(out, indent=1))
     return path
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and of its finished children."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,17 +23,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(os.environ.get("CROPMAP_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-REAL = SHARED / "data" / "realdata"
-RESULTS = Path(__file__).resolve().parent / "results"
+from realdata_common import REAL, RESULTS, cpu_seconds  # noqa: E402  (beside this script)
+
 RPG_BANDS = ("B02", "B03", "B04", "B08")  # the four 10 m bands cropmap's pipeline uses
 MIN_POINTS = 10  # smallest class kept: 5 folds need at least 2 points per class per fold to mean anything
 
@@ -198,12 +195,6 @@ def run_formosat2(args: argparse.Namespace) -> dict:
               f"{results['random-forest'][-1]['macro_f1']:.3f}", flush=True)
     return {"protocol": f"own train/test split, {args.seeds} seed(s)", "classes": names,
             **{m: {**summarise(r), "runs": r} for m, r in results.items()}}
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and of its finished children."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
