@@ -312,7 +312,7 @@ def test_urls_inside_error_texts_are_redacted():
     from rasterio.crs import CRS
 
     from cropmap.errors import CropmapError
-    from cropmap.sources.rpg_download import redact, redact_text
+    from cropmap.sources.http import redact, redact_text
     from cropmap.sources.stac import _read_warped
 
     text = "HTTP 403 on https://u:pw@h.example/a.tif?sig=SECRET&se=2030 (retry /vsicurl/https://h/b.tif?token=SECRET)"

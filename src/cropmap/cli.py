@@ -128,19 +128,18 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _fetch_parcels(a: argparse.Namespace) -> None:
-    from .sources.departements import fetch_departement_parcels
-    from .sources.rpg_download import fetch_parcels
+    from .sources.rpg import fetch_parcels
 
     if (a.bbox is None) == (a.departement is None):
         raise CropmapError("fetch-parcels: give either --bbox or --departement")
-    common = dict(archive=a.archive, cache=a.cache, sha256=a.sha256, allow_http=a.allow_http, overwrite=a.overwrite)
-    if a.departement is not None:
-        s = fetch_departement_parcels(a.year, a.departement, a.out, boundaries=a.boundaries, margin=a.margin,
-                                      **common)
-    else:
-        s = fetch_parcels(a.year, tuple(a.bbox), a.out, bbox_crs=a.bbox_crs, **common)
-    print(f"{s.n_parcels:,} parcels of RPG {a.year} -> {s.path} (layer {s.layer} of {s.gpkg.name}"
-          + (f", downloaded {s.downloaded_bytes / 1e6:,.0f} MB" if s.downloaded_bytes else ", archive cached") + ")")
+    s = fetch_parcels(a.year, tuple(a.bbox) if a.bbox else None, a.out, bbox_crs=a.bbox_crs, departement=a.departement,
+                      boundaries=a.boundaries, source=a.source, archive=a.archive, wfs_url=a.wfs_url,
+                      feed_url=a.feed_url, national=a.national, cache=a.cache, sha256=a.sha256,
+                      allow_http=a.allow_http, overwrite=a.overwrite)
+    how = (f"WFS {s.origin}, {s.requests} page(s) fetched" if s.source == "wfs" else
+           f"archive {s.origin}, layer {s.layer}"
+           + (f", downloaded {s.downloaded_bytes / 1e6:,.0f} MB" if s.downloaded_bytes else ", cached"))
+    print(f"{s.n_parcels:,} parcels of RPG {s.year} -> {s.path} ({how})")
 
 
 def _fetch_imagery(a: argparse.Namespace) -> None:
@@ -178,22 +177,29 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo run")
     d.set_defaults(func=_demo)
 
-    f = sub.add_parser("fetch-parcels", help="download the national RPG archive and cut out the parcels of an area")
-    f.add_argument("--year", type=int, required=True, help="RPG year (its archive URL is known for 2023)")
+    f = sub.add_parser("fetch-parcels", help="RPG parcels of an area (any edition 2015-2025) from the IGN WFS or "
+                                             "an RPG archive")
+    f.add_argument("--year", type=int, required=True, help="RPG edition (2015-2025)")
     f.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
                    help="area to keep, in --bbox-crs (or --departement)")
     f.add_argument("--bbox-crs", default="EPSG:2154", help="CRS of --bbox (default EPSG:2154, Lambert-93)")
     f.add_argument("--departement", metavar="CODE",
-                   help="metropolitan département (INSEE code, e.g. 29 or 2A): its box, from --boundaries")
+                   help="metropolitan département (INSEE code, e.g. 29 or 2A): parcels clipped to its outline")
     f.add_argument("--boundaries", help="--departement: URL or vector file of départements with a code field "
-                                        "(default: gregoiredavid/france-geojson, downloaded once into the cache)")
-    f.add_argument("--margin", type=float, default=1000.0,
-                   help="--departement: metres added around its box (outlines are simplified; default 1000)")
+                                        "(default: ADMIN EXPRESS COG from the WFS)")
+    f.add_argument("--source", default="auto", choices=["auto", "wfs", "archive"],
+                   help="wfs: paged GetFeature (2015-2024); archive: the edition's 7z (regional for a département); "
+                        "auto (default): wfs up to 40,000 km2 of area, else archive")
+    f.add_argument("--wfs-url", default="https://data.geopf.fr/wfs/ows", help="WFS 2.0 endpoint (a mirror)")
+    f.add_argument("--feed-url", default="https://data.geopf.fr/telechargement/resource/RPG",
+                   help="Atom feed listing the RPG archives (names and volumes are read there)")
+    f.add_argument("--national", action="store_true", help="archive: the national archive even for a département")
     f.add_argument("--out", type=Path, required=True, help="GeoPackage to write (layer PARCELLES_GRAPHIQUES)")
-    f.add_argument("--archive", help="URL or local path of the RPG 7z archive (default: the geopf one for --year)")
+    f.add_argument("--archive", help="URL or local path of an RPG 7z (or its first volume .7z.001); implies "
+                                     "--source archive")
     f.add_argument("--cache", type=Path, help="download cache (default $CROPMAP_CACHE or ~/.cache/cropmap)")
-    f.add_argument("--sha256", help="expected SHA-256 of the archive (geopf publishes none)")
-    f.add_argument("--allow-http", action="store_true", help="accept a plain http:// archive URL")
+    f.add_argument("--sha256", help="expected SHA-256 of a single-file archive (geopf publishes none)")
+    f.add_argument("--allow-http", action="store_true", help="accept plain http:// URLs")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output")
     f.set_defaults(func=_fetch_parcels)
 

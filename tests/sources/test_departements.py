@@ -1,4 +1,4 @@
-"""fetch-parcels --departement offline: a france-geojson-like boundaries file (synthetic outlines, real
+"""fetch-parcels --departement offline with a --boundaries file (the WFS outline is in test_rpg_fetch): a france-geojson-like boundaries file (synthetic outlines, real
 layout: WGS84 GeoJSON with ``code``/``nom``) served from 127.0.0.1, or an ADMIN-EXPRESS-like GeoPackage."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from shapely.geometry import box
 from conftest import parcels_frame
 from cropmap.cli import main
 from cropmap.errors import CropmapError
-from cropmap.sources.departements import departement_bbox, departement_code, fetch_departement_parcels
+from cropmap.sources.departements import departement_bbox, departement_code, departement_outline
+from cropmap.sources.rpg import fetch_parcels
 
 # parcels on a 10 m grid (pixel boxes): two in "29", one 1 km away in "2A"
 BOXES = [(0, 0, 10, 10), (0, 20, 10, 30), (100, 100, 110, 110)]
@@ -84,8 +85,8 @@ def _url(srv) -> str:
 
 def test_departement_box_from_downloaded_outlines(server, archive, tmp_path):
     cache = tmp_path / "cache"
-    s = fetch_departement_parcels(2023, "29", tmp_path / "p29.gpkg", boundaries=_url(server), margin=0,
-                                  cache=cache, archive=archive, allow_http=True)
+    s = fetch_parcels(2023, None, tmp_path / "p29.gpkg", departement="29", boundaries=_url(server), cache=cache,
+                      archive=archive, allow_http=True)
     assert s.n_parcels == 2
     got = gpd.read_file(s.path)
     assert sorted(got["CODE_CULTU"]) == ["BTH", "MIS"] and got.crs.to_epsg() == 2154
@@ -101,10 +102,12 @@ def test_departement_box_from_downloaded_outlines(server, archive, tmp_path):
 
 def test_admin_express_like_file_and_cli(archive, tmp_path, capsys):
     admin = tmp_path / "DEPARTEMENT.gpkg"
-    outlines().rename(columns={"code": "INSEE_DEP"}).to_file(admin, layer="departement")  # ADMIN EXPRESS fields
+    o = outlines().rename(columns={"code": "INSEE_DEP"})
+    o["INSEE_REG"] = ["53", "94"]
+    o.to_file(admin, layer="departement")  # ADMIN EXPRESS fields
+    assert departement_outline("2A", admin).region == "94"
     out = tmp_path / "p2a.gpkg"
-    rc = main(["fetch-parcels", "--year", "2023", "--departement", "2A", "--boundaries", str(admin), "--margin",
-               "0", "--archive", str(archive), "--cache", str(tmp_path / "c"), "--out", str(out)])
+    rc = main(["fetch-parcels", "--year", "2023", "--departement", "2A", "--boundaries", str(admin), "--archive", str(archive), "--cache", str(tmp_path / "c"), "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     assert "1 parcels" in capsys.readouterr().out
     assert gpd.read_file(out)["CODE_CULTU"].tolist() == ["PPH"]

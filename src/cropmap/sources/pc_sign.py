@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import CropmapError
-from .rpg_download import redact
+from .http import redact
 
 PC_TOKEN_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
 KEY_ENV = "PC_SDK_SUBSCRIPTION_KEY"

@@ -23,7 +23,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from ..errors import CropmapError
-from .rpg_download import redact, redact_text
+from .http import redact, redact_text
 
 log = logging.getLogger(__name__)
 

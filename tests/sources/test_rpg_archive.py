@@ -1,4 +1,5 @@
-"""fetch-parcels offline: a tiny RPG-like GeoPackage packed in a 7z, served from 127.0.0.1 with Range support."""
+"""fetch-parcels from an archive, offline: a tiny RPG-like GeoPackage packed in a 7z, served from 127.0.0.1 with
+Range support; the download and extraction safety checks."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from shapely.geometry import box
 from conftest import parcels_frame
 from cropmap.cli import main
 from cropmap.errors import CropmapError
-from cropmap.sources.rpg_download import download, fetch_parcels, redact
+from cropmap.sources.http import download, redact
+from cropmap.sources.rpg import fetch_parcels
 
 # parcels on a 10 m grid: two near the origin, one 1 km away (pixel boxes row0, col0, row1, col1)
 BOXES = [(0, 0, 10, 10), (0, 20, 10, 30), (100, 100, 110, 110)]
@@ -191,7 +193,7 @@ def test_corrupt_archive_refused(rpg_archive, tmp_path):
 def test_truncated_download_is_removed_from_cache(server, rpg_archive, tmp_path):
     server.files["/t.7z"] = rpg_archive.read_bytes()[:-200]
     cache = tmp_path / "cache"
-    with pytest.raises(CropmapError, match="corrupt or unreadable"):
+    with pytest.raises(CropmapError, match="the file is truncated"):  # found from the 7z header, before reading
         fetch_parcels(2023, (0, 0, 1e7, 1e7), tmp_path / "p.gpkg", archive=url(server, "t.7z"), cache=cache,
                       allow_http=True)
     assert files_under(cache) == []  # the next run downloads it again
@@ -212,7 +214,7 @@ def test_announced_size_over_limit_refused(rpg_archive, tmp_path):
 
 
 def test_size_checked_again_while_extracting(rpg_archive, tmp_path, monkeypatch):
-    import cropmap.sources.rpg_download as rd
+    import cropmap.sources.rpg_archive as rd
 
     monkeypatch.setattr(rd, "_check_members", lambda *a: None)  # as if the archive lied about its sizes
     _refused(rpg_archive, tmp_path, "decompresses to more than", max_extract_bytes=1000)
