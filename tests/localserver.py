@@ -9,7 +9,8 @@ import threading
 import urllib.parse
 from typing import Callable
 
-# route(handler, path, query) -> (status, content type, body) or None to fall through to the files
+# route(handler, path, query) -> (status, content type, body) or None to fall through to the files;
+# handler.command is GET, HEAD or POST (then handler.body holds the request body)
 Route = Callable[["Handler", str, dict], "tuple[int, str, bytes] | None"]
 
 
@@ -60,6 +61,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_HEAD(self):
+        self.do_GET()
+
+    def do_POST(self):
+        self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.do_GET()
 
     def do_GET(self):

@@ -143,7 +143,7 @@ def _fetch_parcels(a: argparse.Namespace) -> None:
 
 
 def _fetch_imagery(a: argparse.Namespace) -> None:
-    from .sources.stac import fetch_imagery
+    from .sources.fetch import fetch_imagery
 
     if (a.bbox is None) == (a.departement is None):
         raise CropmapError("fetch-imagery: give either --bbox or --departement")
@@ -151,7 +151,7 @@ def _fetch_imagery(a: argparse.Namespace) -> None:
                       departement=a.departement, boundaries=a.boundaries, source=a.source,
                       crs=a.crs, max_cloud=a.max_cloud, stac_url=a.stac_url, token_url=a.token_url,
                       overwrite=a.overwrite, workers=a.workers, dask_address=a.dask_address, ee_project=a.ee_project,
-                      mask=a.mask, cs_threshold=a.cs_threshold)
+                      mask=a.mask, cs_threshold=a.cs_threshold, block=a.block, wfs_url=a.wfs_url)
     print(f"{len(s.dates)} dates ({s.dates[0]} to {s.dates[-1]}, {s.n_items} items) -> {s.path} "
           f"({s.width} x {s.height} px of 10 m, {s.crs.to_string()}"
           + (f", resumed after {s.skipped} written" if s.skipped else "") + ")")
@@ -211,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--departement", metavar="CODE", help="metropolitan département (INSEE code): its box "
                                                          "+ 1 km, as fetch-parcels --departement")
     g.add_argument("--boundaries", help="--departement: URL or vector file of départements (as fetch-parcels)")
+    g.add_argument("--wfs-url", help="--departement: WFS 2.0 serving ADMIN EXPRESS (default the Géoplateforme's)")
     g.add_argument("--start", required=True, help="first acquisition date, YYYY-MM-DD")
     g.add_argument("--end", required=True, help="last acquisition date, YYYY-MM-DD (inclusive)")
     g.add_argument("--source", default="earth-search", choices=["earth-search", "planetary-computer", "earth-engine"],
@@ -227,8 +228,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-cloud", type=float, default=80.0, help="skip items with more cloud cover, %% (default 80)")
     g.add_argument("--stac-url", help="STAC API to search instead of the source's own")
     g.add_argument("--token-url", help="planetary-computer: SAS token endpoint instead of the public one")
-    g.add_argument("--workers", type=int, default=1, help="dates fetched at once on this machine (threads)")
-    g.add_argument("--dask-address", help="tcp://host:port of a Dask scheduler to fetch the dates on "
+    g.add_argument("--workers", type=int, default=1,
+                   help="blocks fetched at once on this machine (threads; memory grows with it)")
+    g.add_argument("--block", type=int, default=2048, metavar="PX",
+                   help="side of the blocks read and written at once, a multiple of 512 (memory: ~60 B/px of a "
+                        "block per worker, whatever the area; default 2048)")
+    g.add_argument("--dask-address", help="tcp://host:port of a Dask scheduler to fetch the blocks on "
                                           "(its workers write --out: a path they must share)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing complete cube")
     g.set_defaults(func=_fetch_imagery)

@@ -24,7 +24,7 @@ REALDATA = Path(__file__).resolve().parents[3] / "shared/data/realdata/be-lpis-2
 
 def _cube(stack, path: Path, read=None) -> Path:
     return write_cube(path, stack.dates, read or stack.read, crs=stack.crs, transform=stack.transform,
-                      width=stack.width, height=stack.height, chunk=40)
+                      width=stack.width, height=stack.height, chunk=40, block=40)
 
 
 def _netcdf(stack, path: Path, *, south_up: bool = False) -> Path:
@@ -111,10 +111,10 @@ def test_cube_write_resumes_and_refuses_an_incomplete_cube(formats, tmp_path):
     ref = open_imagery(formats["folder"])
     calls = []
 
-    def failing(i):
-        if i == 3:
+    def failing(i, window):
+        if i == 3 and (window.row_off, window.col_off) == (40, 40):  # half way through step 3
             raise KeyboardInterrupt
-        return ref.read(i)
+        return ref.read(i, window)
 
     path = tmp_path / "c.zarr"
     with pytest.raises(KeyboardInterrupt):
@@ -122,12 +122,16 @@ def test_cube_write_resumes_and_refuses_an_incomplete_cube(formats, tmp_path):
     with pytest.raises(CropmapError, match=r"incomplete cube \(3 of"):
         open_imagery(path)
 
-    def counting(i):
-        calls.append(i)
-        return ref.read(i)
+    def counting(i, window):
+        calls.append((i, window.row_off, window.col_off))
+        return ref.read(i, window)
 
     _cube(ref, path, counting)
-    assert calls == list(range(3, len(ref)))  # only the missing steps
+    per_step = len({(r, c) for _, r, c in calls})
+    assert per_step == -(-ref.width // 40) * -(-ref.height // 40)
+    # only the missing blocks: the rest of step 3 (its first blocks were written), then whole steps
+    assert calls[0] == (3, 40, 40) and {i for i, _, _ in calls} == set(range(3, len(ref)))
+    assert len(calls) == per_step - 4 + per_step * (len(ref) - 4)
     last = len(ref) - 1
     np.testing.assert_array_equal(open_imagery(path).read(last)[0], ref.read(last)[0])
     with pytest.raises(CropmapError, match="another time axis or grid"):

@@ -23,7 +23,9 @@ from cropmap.cli import main
 from cropmap.errors import CropmapError
 from cropmap.sources import stac
 from cropmap.sources.pc_sign import KEY_ENV, KEY_HEADER, SasSigner
-from cropmap.sources.stac import baseline_shifted, fetch_imagery
+from cropmap.sources import planetary_computer
+from cropmap.sources.fetch import fetch_imagery
+from cropmap.sources.stac import baseline_shifted
 
 X0, Y0 = ORIGIN
 BBOX = (X0, Y0 - 200, X0 + 200, Y0)  # 20 x 20 px of 10 m
@@ -45,7 +47,7 @@ def _item(root: Path, item_id: str, when: str, baseline: str) -> dict:
     folder.mkdir(parents=True)
     shift = 1000 if baseline_shifted(baseline) else 0
     assets = {}
-    for b, key in enumerate(stac.PC_ASSETS):
+    for b, key in enumerate(planetary_computer.ASSETS):
         raw = np.full((20, 20), REFLECTANCE[b] + shift, np.uint16)
         raw[0, 0] = 0
         _tif(folder / f"{key}.tif", raw, 10)
@@ -53,7 +55,7 @@ def _item(root: Path, item_id: str, when: str, baseline: str) -> dict:
     _tif(folder / "SCL.tif", np.full((10, 10), 4, np.uint8), 20)
     assets["SCL"] = {"href": f"blob/{item_id}/SCL.tif", "type": "image/tiff; application=geotiff"}
     lon0, lat0, lon1, lat1 = transform_bounds(UTM, "EPSG:4326", X0, Y0 - 200, X0 + 200, Y0)
-    return {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": stac.PC_COLLECTION,
+    return {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": planetary_computer.COLLECTION,
             "bbox": [lon0, lat0, lon1, lat1],
             "geometry": {"type": "Polygon", "coordinates": [[[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1],
                                                               [lon0, lat0]]]},

@@ -1,12 +1,11 @@
-"""fetch-imagery offline: a static STAC catalog on disk (collection-1 style items, GeoTIFF assets with the
-+1000 BOA offset) served by a tiny STAC API on 127.0.0.1, so the earth-search code path runs unchanged."""
+"""fetch-imagery offline: a static STAC catalog (collection-1 style items, tiled GeoTIFF assets with the +1000
+BOA offset) served by a tiny STAC API on 127.0.0.1, assets over HTTP with Range (what GDAL's /vsicurl/ reads),
+so the earth-search code path runs unchanged."""
 
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,11 @@ from conftest import ORIGIN, UTM, parcels_frame
 from cropmap.cli import main
 from cropmap.errors import CropmapError
 from cropmap.sources import stac
-from cropmap.sources.stac import Harmonization, fetch_imagery, harmonization, harmonize, solar_day, target_grid
+from cropmap.sources.fetch import fetch_imagery
+from cropmap.sources.grid import solar_day, target_grid
+from cropmap.sources.stac import Harmonization, harmonization, harmonize
 from cropmap.sources.zarr_cube import open_cube
+from localserver import LocalServer
 
 X0, Y0 = ORIGIN
 # the area: 60 x 40 px of 10 m from the test origin, in UTM 30N
@@ -47,9 +49,9 @@ def _item(root: Path, item_id: str, when: str, cloud: float, raw: np.ndarray, sc
     assets = {}
     for b, key in enumerate(stac.ASSETS):
         _tif(folder / f"{key}.tif", raw[b], 10, origin)
-        assets[key] = {"href": str(folder / f"{key}.tif"), "type": "image/tiff; application=geotiff", **BAND_OFFSET}
+        assets[key] = {"href": f"{{base}}/data/{item_id}/{key}.tif", "type": "image/tiff; application=geotiff", **BAND_OFFSET}
     _tif(folder / "scl.tif", scl, 20, origin)
-    assets["scl"] = {"href": str(folder / "scl.tif"), "type": "image/tiff; application=geotiff", **SCL_META}
+    assets["scl"] = {"href": f"{{base}}/data/{item_id}/scl.tif", "type": "image/tiff; application=geotiff", **SCL_META}
     h, w = raw.shape[1:]
     left, top = origin
     lon0, lat0, lon1, lat1 = transform_bounds(UTM, "EPSG:4326", left, top - h * 10, left + w * 10, top)
@@ -101,71 +103,57 @@ def catalog(tmp_path_factory) -> Path:
     return root
 
 
-class Api(http.server.ThreadingHTTPServer):
-    root: Path
-    fail: int = 0  # answer this status to the next requests...
-    fail_status: int = 503
-    searches: int = 0
+def stac_api(root: Path):
+    """The STAC API routes over the static catalog at ``root``: landing page and POST /search (bbox and
+    datetime filtered here; the query, cloud cover, left to the client as some servers do)."""
 
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    server: Api
-
-    def log_message(self, *args):
-        pass
-
-    def _json(self, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._json({"type": "Catalog", "stac_version": "1.0.0", "id": "test-api", "description": "test",
+    def route(handler, path, q):
+        srv = handler.server
+        base = srv.url
+        if path == "/" and handler.command == "GET":
+            body = {"type": "Catalog", "stac_version": "1.0.0", "id": "test-api", "description": "test",
                     "conformsTo": ["https://api.stacspec.org/v1.0.0/core",
                                    "https://api.stacspec.org/v1.0.0/item-search",
                                    "https://api.stacspec.org/v1.0.0/item-search#query"],
                     "links": [{"rel": "self", "href": base}, {"rel": "root", "href": base},
                               {"rel": "search", "href": f"{base}/search", "method": "POST",
-                               "type": "application/geo+json"}]})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        srv = self.server
+                               "type": "application/geo+json"}]}
+            return 200, "application/json", json.dumps(body).encode()
+        if path != "/search" or handler.command != "POST":
+            return None
         srv.searches += 1
-        if srv.fail:
-            srv.fail -= 1
-            self.send_error(srv.fail_status)
-            return
+        if srv.search_fail:
+            srv.search_fail -= 1
+            return srv.fail_status, "text/plain", b"failing"
+        body = json.loads(handler.body)
         start, end = (np.datetime64(t.rstrip("Z")) for t in body["datetime"].split("/"))
         w, s, e, n = body["bbox"]
         feats = []
-        for p in sorted((srv.root / "items").glob("*.json")):  # a walk of the static catalog
-            it = json.loads(p.read_text())
+        for p in sorted((root / "items").glob("*.json")):  # a walk of the static catalog
+            it = json.loads(p.read_text().replace("{base}", base))
             t = np.datetime64(it["properties"]["datetime"].rstrip("Z"))
             x0, y0, x1, y1 = it["bbox"]
             if (it["collection"] in body["collections"] and start <= t <= end
                     and x0 <= e and w <= x1 and y0 <= n and s <= y1):
-                feats.append(it)  # the query (cloud cover) is left to the client, as some servers do
-        self._json({"type": "FeatureCollection", "features": feats, "links": []})
+                feats.append(it)
+        return 200, "application/geo+json", json.dumps({"type": "FeatureCollection", "features": feats,
+                                                        "links": []}).encode()
+
+    return route
 
 
 @pytest.fixture
 def api(catalog):
-    srv = Api(("127.0.0.1", 0), Handler)
-    srv.root = catalog
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with LocalServer() as srv:
+        srv.searches, srv.search_fail, srv.fail_status = 0, 0, 503
+        srv.routes.append(stac_api(catalog))
+        for f in (catalog / "data").rglob("*.tif"):
+            srv.files["/" + f.relative_to(catalog).as_posix()] = f.read_bytes()
+        yield srv
 
 
-def _url(srv: Api) -> str:
-    return f"http://127.0.0.1:{srv.server_address[1]}"
+def _url(srv: LocalServer) -> str:
+    return srv.url
 
 
 def _fetch(srv, out, **kw):
@@ -198,6 +186,9 @@ def test_harmonized_mosaic_by_solar_day(api, tmp_path):
     assert scl[1, 10, 10] == 8 and (scl[1, :, 40:] == 0).all()
     stack = open_cube(tmp_path / "cube.zarr")  # the readers accept it
     assert stack.crs == CRS.from_epsg(32630)
+    # the pixels came over HTTP, in ranges of the tiled GeoTIFFs, as from a cloud bucket
+    ranged = [r for path, r in api.log if path.startswith("/data/") and r]
+    assert ranged and all(r.startswith("bytes=") for r in ranged)
 
 
 def test_lambert93_grid_and_build(api, tmp_path, capsys):
@@ -238,7 +229,7 @@ def test_resume_after_interrupted_write(api, tmp_path, monkeypatch):
     monkeypatch.setattr(stac, "read_day", flaky)
     with pytest.raises(CropmapError, match="connection lost"):
         _fetch(api, out)
-    assert xr.open_zarr(out)["written"].values.tolist() == [True, False]
+    assert xr.open_zarr(out)["written"].values.all(axis=(1, 2)).tolist() == [True, False]
     with pytest.raises(CropmapError, match="incomplete cube"):
         open_cube(out)
     s = _fetch(api, out)
@@ -252,10 +243,10 @@ def test_resume_after_interrupted_write(api, tmp_path, monkeypatch):
 
 
 def test_retries_then_clear_errors(api, tmp_path, capsys):
-    api.fail = 2
+    api.search_fail = 2
     assert _fetch(api, tmp_path / "a.zarr").n_items == 3  # two 503s, retried
     assert api.searches == 3
-    api.fail, api.fail_status = 1, 404
+    api.search_fail, api.fail_status = 1, 404
     with pytest.raises(CropmapError, match="STAC search failed"):
         _fetch(api, tmp_path / "b.zarr", retries=1)
     rc = main(["fetch-imagery", "--bbox", *map(str, BBOX), "--bbox-crs", UTM, "--start", "2023-07-01",

@@ -124,7 +124,7 @@ def s2_collection(ee, bbox_wgs84: Sequence[float], start: str, end: str, *, mask
 def group_solar_days(stamps: Sequence[int], lon: float) -> dict[dt.date, list[int]]:
     """Acquisition times (``system:time_start``, ms since 1970 UTC) grouped by local solar day at ``lon``,
     days in order."""
-    from .stac import solar_day
+    from .grid import solar_day
 
     days: dict[dt.date, list[int]] = {}
     for ms in stamps:
@@ -170,38 +170,62 @@ def open_grid(ic, crs: CRS, transform: Affine, width: int, height: int) -> xr.Da
         raise CropmapError("--source earth-engine needs xee: pip install 'cropmap[gee]'") from None
 
 
-def fetch_earth_engine(out: Path, bbox_wgs84: Sequence[float], start: str, end: str, *, crs: CRS,
-                       transform: Affine, width: int, height: int, project: str | None, mask: str = "cs",
-                       cs_threshold: float = DEFAULT_CS_THRESHOLD, max_cloud: float | None = 80.0,
-                       workers: int = 1, progress=None):
-    """Fetch the day mosaics into the cube at ``out`` (resumable as every cube); returns (dates, times)."""
+def plan(request):
+    """Provider ``earth-engine``: the day mosaics over the request's area, each block read from xee's lazy
+    Dataset on the cube's grid (xee splits a block into requests under Earth Engine's request-size limit)."""
+    from .providers import FetchPlan
+
+    r, o = request, request.options
+    mask, cs_threshold = o.get("mask", "cs"), o.get("cs_threshold", DEFAULT_CS_THRESHOLD)
     if mask not in MASKS:
         raise CropmapError(f"--mask {mask}: expected one of {', '.join(MASKS)}")
     if not 0.0 <= cs_threshold <= 1.0:
         raise CropmapError(f"--cs-threshold {cs_threshold}: expected a value from 0 to 1")
-    ee = initialize(project)
-    ic, dates, times = day_mosaics(ee, bbox_wgs84, start, end, mask=mask, max_cloud=max_cloud)
+    ee = initialize(o.get("ee_project"))
+    ic, dates, times = day_mosaics(ee, r.bbox_wgs84, r.start, r.end, mask=mask, max_cloud=r.max_cloud)
     if not dates:
-        cloud = f" with at most {max_cloud:g} % cloud" if max_cloud is not None else ""
-        raise CropmapError(f"no {EE_COLLECTION} image over bbox {tuple(bbox_wgs84)} from {start} to {end}{cloud}")
-    ds = open_grid(ic, crs, transform, width, height)
-    write_ee_cube(out, ds, times, crs=crs, transform=transform, width=width, height=height, mask=mask,
-                  cs_threshold=cs_threshold, workers=workers, progress=progress)
-    return dates, times
+        cloud = f" with at most {r.max_cloud:g} % cloud" if r.max_cloud is not None else ""
+        raise CropmapError(f"no {EE_COLLECTION} image over {r.area} from {r.start} to {r.end}{cloud}")
+    ds = open_grid(ic, r.crs, r.transform, r.width, r.height)
+    # xee keeps its Earth Engine session in this process: blocks run in threads here, not on a Dask cluster
+    return FetchPlan(dates, times, len(dates), block_reader(ds, len(times), r.width, r.height, mask=mask,
+                                                            cs_threshold=cs_threshold),
+                     scl=mask == "scl", cluster=False)
+
+
+def block_reader(ds: xr.Dataset, n_times: int, width: int, height: int, *, mask: str = "cs",
+                 cs_threshold: float = DEFAULT_CS_THRESHOLD):
+    """``read(i, window)`` over xee's Dataset ``ds`` (one step per solar day along its first dim): only the
+    window's pixels are loaded, whatever the orientation of ``ds``'s axes."""
+    time_dim = ds[EE_BANDS[0]].dims[0] if EE_BANDS[0] in ds else "time"
+    if ds.sizes.get(time_dim) != n_times:
+        raise CropmapError(f"Earth Engine answer has {ds.sizes.get(time_dim)} time steps; expected {n_times}")
+    dims = set(ds.dims)
+    xd = next((d for d in _X_NAMES if d in dims), None)
+    yd = next((d for d in _Y_NAMES if d in dims), None)
+    if xd is None or yd is None:
+        raise CropmapError(f"Earth Engine answer has dims {tuple(ds.dims)}; expected an x and a y dimension")
+    y_up = yd in ds.coords and ds.sizes[yd] > 1 and ds[yd].values[0] < ds[yd].values[-1]  # south first
+    x_back = xd in ds.coords and ds.sizes[xd] > 1 and ds[xd].values[0] > ds[xd].values[-1]  # east first
+
+    def span(off: int, n: int, size: int, flipped: bool) -> slice:
+        return slice(size - off - n, size - off) if flipped else slice(off, off + n)
+
+    def read(i: int, window) -> tuple[np.ndarray, np.ndarray | None]:
+        r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+        sub = ds.isel({time_dim: i, yd: span(r0, h, ds.sizes[yd], y_up), xd: span(c0, w, ds.sizes[xd], x_back)})
+        return step_arrays(sub.load(), w, h, mask=mask, cs_threshold=cs_threshold)
+
+    return read
 
 
 def write_ee_cube(out: Path, ds: xr.Dataset, times: Sequence[dt.datetime], *, crs: CRS, transform: Affine,
                   width: int, height: int, mask: str = "cs", cs_threshold: float = DEFAULT_CS_THRESHOLD,
-                  workers: int = 1, progress=None) -> Path:
+                  workers: int = 1, progress=None, block: int | None = None) -> Path:
     """Write xee's Dataset ``ds`` (one step per entry of ``times`` along its first dim) into the cube at ``out``,
-    one day at a time through :func:`step_arrays`; a cube left incomplete is resumed."""
-    time_dim = ds[EE_BANDS[0]].dims[0] if EE_BANDS[0] in ds else "time"
-    if ds.sizes.get(time_dim) != len(times):
-        raise CropmapError(f"Earth Engine answer has {ds.sizes.get(time_dim)} time steps; expected {len(times)}")
+    block by block through :func:`step_arrays`; a cube left incomplete is resumed."""
+    from .zarr_cube import BLOCK
 
-    def read_step(i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return step_arrays(ds.isel({time_dim: i}).load(), width, height, mask=mask, cs_threshold=cs_threshold)
-
-    # xee keeps its Earth Engine session in this process: dates run in threads here, not on a Dask cluster
-    return write_cube(out, times, read_step, crs=crs, transform=transform, width=width, height=height,
-                      scl=mask == "scl", workers=workers, progress=progress)
+    read = block_reader(ds, len(times), width, height, mask=mask, cs_threshold=cs_threshold)
+    return write_cube(out, times, read, crs=crs, transform=transform, width=width, height=height,
+                      scl=mask == "scl", workers=workers, progress=progress, block=block or BLOCK)

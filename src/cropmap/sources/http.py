@@ -27,10 +27,6 @@ def default_cache() -> Path:
     return Path(os.environ.get("CROPMAP_CACHE") or Path.home() / ".cache" / "cropmap")
 
 
-def archive_url(year: int) -> str:
-    return RPG_ARCHIVES.get(year) or RPG_URL_PATTERN.format(year=year)
-
-
 def redact(url: str) -> str:
     """``url`` without user:password and query string, safe to log (signed URLs carry tokens there)."""
     u = urllib.parse.urlsplit(url)

@@ -14,7 +14,7 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import CropmapError
-from .imagery import XarrayStack
+from .xarray_stack import XarrayStack
 
 
 def open_netcdf(path: Path | str) -> XarrayStack:

@@ -1,21 +1,17 @@
-"""Sentinel-2 L2A from a STAC API (earth-search by default, no account; or Microsoft's Planetary Computer,
-signed URLs) into the Zarr cube of :mod:`cropmap.sources.zarr_cube`: search, group by solar day, harmonize
-the DN and warp onto a 10 m grid.
+"""What the STAC providers (:mod:`.earth_search`, :mod:`.planetary_computer`) share: search, group by solar
+day, harmonize the DN and warp onto the cube's 10 m grid, one block of the grid at a time.
 
 Search goes through pystac-client (retries with back-off on 429/5xx and timeouts); pixels are read
-with rasterio, each asset warped by a ``WarpedVRT`` straight onto the target grid, so only the
-windows covering the area are fetched from the cloud-optimized GeoTIFFs.
+with rasterio, each asset warped by a ``WarpedVRT`` straight onto the block, so only the parts of the
+cloud-optimized GeoTIFFs covering it are fetched, and memory follows the block, not the area.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,6 +19,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from ..errors import CropmapError
+from .grid import solar_day
 from .http import redact, redact_text
 
 log = logging.getLogger(__name__)
@@ -31,27 +28,10 @@ EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
 COLLECTION = "sentinel-2-c1-l2a"
 ASSETS = ("blue", "green", "red", "nir")  # in the cube's band order B2, B3, B4, B8
 SCL_ASSET = "scl"
-PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
-PC_COLLECTION = "sentinel-2-l2a"
-PC_ASSETS = ("B02", "B03", "B04", "B08")
-SOURCES = ("earth-search", "planetary-computer", "earth-engine")
-RESOLUTION = 10.0
 # GDAL's own HTTP retries for the pixel reads (it retries 429/502/503/504 and connection resets)
 GDAL_ENV = dict(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="5", GDAL_HTTP_RETRY_DELAY="2",
                 CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tif,.tiff,.TIF,.TIFF", AWS_NO_SIGN_REQUEST="YES",
                 GDAL_HTTP_TIMEOUT="60")
-
-
-@dataclass(frozen=True)
-class FetchImagerySummary:
-    path: Path
-    dates: list[dt.date]  # one per time step, the solar day of its acquisitions
-    n_items: int  # items (tiles x dates) mosaicked into the cube
-    crs: CRS
-    transform: Affine
-    width: int
-    height: int
-    skipped: int  # time steps already written by an earlier, interrupted run
 
 
 @dataclass(frozen=True)
@@ -103,10 +83,21 @@ def harmonization(item, key: str) -> Harmonization:
 
 def harmonize(raw: np.ndarray, h: Harmonization) -> np.ndarray:
     """Harmonized uint16 DN of ``raw``: nodata stays 0, valid pixels are clipped to [1, 65535] so that a
-    dark pixel at or below the offset does not turn into nodata."""
+    dark pixel at or below the offset does not turn into nodata.
+
+    The usual case (factor 1, a whole shift: every Sentinel-2 L2A source) is integer arithmetic in place on
+    one int32 copy (6 bytes per pixel in all); other scales go through float32.
+    """
     valid = raw != h.nodata
-    dn = np.rint(raw.astype(np.float64) * h.factor + h.shift)
-    return np.where(valid, np.clip(dn, 1, 65535), 0).astype(np.uint16)
+    if h.factor == 1.0 and float(h.shift).is_integer():
+        dn = raw.astype(np.int32)
+        dn += int(h.shift)
+    else:
+        dn = np.rint(raw.astype(np.float32) * np.float32(h.factor) + np.float32(h.shift))
+    np.clip(dn, 1, 65535, out=dn)
+    out = dn.astype(np.uint16)
+    out[~valid] = 0
+    return out
 
 
 def _unsigned(href: str) -> str:
@@ -125,64 +116,6 @@ class Source:
     scl_asset: str = SCL_ASSET
     harmonization: Callable[[object, str], Harmonization] = harmonization
     sign: Callable[[str], str] = _unsigned
-
-
-def make_source(name: str, *, stac_url: str | None = None, collection: str | None = None,
-                token_url: str | None = None) -> Source:
-    """The :class:`Source` called ``name``; ``stac_url``/``collection``/``token_url`` override its defaults."""
-    if name == "earth-search":
-        return Source(name, stac_url or EARTH_SEARCH, collection or COLLECTION)
-    if name == "planetary-computer":
-        from .pc_sign import PC_TOKEN_URL, SasSigner
-
-        coll = collection or PC_COLLECTION
-        signer = SasSigner(coll, token_url or PC_TOKEN_URL)
-        # PC serves ESA's own files: the offset is known from the processing baseline alone
-        return Source(name, stac_url or PLANETARY_COMPUTER, coll, PC_ASSETS, "SCL", baseline_harmonization,
-                      signer.sign)
-    raise CropmapError(f"{name!r} is not a STAC imagery source; expected earth-search or planetary-computer")
-
-
-def solar_day(when: dt.datetime, lon: float) -> dt.date:
-    """Local solar date of a UTC acquisition at longitude ``lon`` (UTC + lon / 15 h)."""
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return (when + dt.timedelta(hours=lon / 15.0)).date()
-
-
-def utm_crs(lon: float, lat: float) -> CRS:
-    zone = min(int((lon + 180) // 6) + 1, 60)
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
-
-
-def target_grid(bbox: Sequence[float], bbox_crs: str, crs: str) -> tuple[CRS, Affine, int, int]:
-    """The 10 m grid covering ``bbox`` in ``crs`` (``"utm"``: the UTM zone of the bbox centre), snapped
-    outwards to multiples of 10 m so that it lines up with the Sentinel-2 tiles' own UTM grids."""
-    from rasterio.warp import transform_bounds
-
-    xmin, ymin, xmax, ymax = bbox
-    if not (xmin < xmax and ymin < ymax):
-        raise CropmapError(f"bbox {tuple(bbox)}: expected xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
-    src = _crs(bbox_crs, "--bbox-crs")
-    if str(crs).lower() == "utm":
-        w, s, e, n = transform_bounds(src, "EPSG:4326", *bbox, densify_pts=21)
-        dst = utm_crs((w + e) / 2, (s + n) / 2)
-    else:
-        dst = _crs(crs, "--crs")
-    if not dst.is_projected:
-        raise CropmapError(f"--crs {crs}: a projected CRS in metres is needed for a 10 m grid")
-    x0, y0, x1, y1 = transform_bounds(src, dst, *bbox, densify_pts=21)
-    r = RESOLUTION
-    left, top = math.floor(x0 / r) * r, math.ceil(y1 / r) * r
-    width, height = math.ceil((x1 - left) / r), math.ceil((top - y0) / r)
-    return dst, Affine(r, 0.0, left, 0.0, -r, top), int(width), int(height)
-
-
-def _crs(value: str, what: str) -> CRS:
-    try:
-        return CRS.from_user_input(value)
-    except Exception as e:
-        raise CropmapError(f"{what} {value}: not a CRS rasterio understands ({e})") from None
 
 
 def search_items(stac_url: str, collection: str, bbox_wgs84: Sequence[float], start: str, end: str, *,
@@ -276,11 +209,14 @@ def read_day(items: Sequence, crs: CRS, transform: Affine, width: int, height: i
     Each pixel comes whole (4 bands and SCL) from the first tile, in the given order, that has all four
     bands there; SCL (20 m) is resampled nearest to 10 m.
     """
-    src = source or make_source("earth-search")
+    src = source or Source("earth-search", "", "")
     dn = np.zeros((len(src.assets), height, width), np.uint16)
     scl = np.zeros((height, width), np.uint8)
     filled = np.zeros((height, width), bool)
+    box = _lonlat_box(crs, transform, width, height)
     for item in items:
+        if item.bbox and not _overlaps(item.bbox, box):
+            continue  # a tile that does not reach this block: no file is opened
         bands = []
         for key in src.assets:
             h = src.harmonization(item, key)
@@ -299,100 +235,48 @@ def read_day(items: Sequence, crs: CRS, transform: Affine, width: int, height: i
     return dn, scl
 
 
-def fetch_imagery(bbox: Sequence[float] | None, out: Path | str, *, start: str, end: str, bbox_crs: str = "EPSG:4326",
-                  departement: str | None = None, boundaries: str | Path | None = None,
-                  source: str = "earth-search", crs: str = "EPSG:2154", max_cloud: float | None = 80.0,
-                  stac_url: str | None = None, collection: str | None = None, token_url: str | None = None,
-                  overwrite: bool = False, retries: int = 5, backoff: float = 2.0, timeout: float = 60.0,
-                  workers: int = 1, dask_address: str | None = None, ee_project: str | None = None,
-                  mask: str = "cs", cs_threshold: float = 0.6) -> FetchImagerySummary:
-    """Sentinel-2 L2A over ``bbox`` (in ``bbox_crs``) from ``start`` to ``end`` (YYYY-MM-DD, inclusive) as a
-    Zarr cube at ``out``: one time step per solar day, a 10 m grid in ``crs`` (or ``"utm"``).
 
-    The cube is written one date at a time; an interrupted fetch resumes where it stopped when run
-    again. A complete cube at ``out`` is refused unless ``overwrite``. Dates are fetched ``workers`` at a
-    time in threads, or as tasks on the Dask scheduler at ``dask_address`` (its workers write to ``out``:
-    a path they must share).
 
-    ``departement`` (an INSEE code) replaces ``bbox``: its box in Lambert-93 from ``boundaries`` (see
-    :func:`cropmap.sources.departements.departement_bbox`).
-
-    ``source="earth-engine"`` reads COPERNICUS/S2_SR_HARMONIZED through xee instead (project ``ee_project``),
-    masking clouds by Cloud Score+ (``mask="cs"``: ``cs_cdf < cs_threshold`` becomes nodata) or by SCL.
-    """
-    import rasterio
+def _lonlat_box(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
     from rasterio.warp import transform_bounds
 
-    from .zarr_cube import is_zarr, write_cube
+    x0, y1 = transform.c, transform.f  # a north-up grid
+    x1, y0 = transform.c + transform.a * width, transform.f + transform.e * height
+    return transform_bounds(crs, "EPSG:4326", x0, y0, x1, y1, densify_pts=21)
 
-    if source not in SOURCES:
-        raise CropmapError(f"unknown imagery source {source!r}; expected one of {', '.join(SOURCES)}")
-    out = Path(out)
-    for name, value in (("--start", start), ("--end", end)):
-        try:
-            dt.date.fromisoformat(value)
-        except ValueError:
-            raise CropmapError(f"{name} {value}: expected a date YYYY-MM-DD") from None
-    if start > end:
-        raise CropmapError(f"--start {start} is after --end {end}")
-    if out.exists():
-        if not is_zarr(out):
-            raise CropmapError(f"{out}: exists and is not a Zarr cube; remove it or write elsewhere")
-        if overwrite:
-            shutil.rmtree(out)
-        else:
-            flags = _written(out)
-            if flags is None or flags.all():  # complete, or a store that cannot be resumed
-                raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
-            log.info("%s: incomplete cube (%d of %d steps), resuming", out, flags.sum(), flags.size)
-    if departement is not None:
-        from .departements import LAMBERT93, departement_bbox
 
-        bbox, bbox_crs = departement_bbox(departement, boundaries), LAMBERT93
-    elif bbox is None:
-        raise CropmapError("fetch-imagery: give a bbox or a département")
-    dst_crs, transform, width, height = target_grid(bbox, bbox_crs, crs)
-    w, s, e, n = transform_bounds(CRS.from_user_input(bbox_crs), "EPSG:4326", *bbox, densify_pts=21)
-    done_before = int(_written(out).sum()) if out.exists() else 0
+def _overlaps(a: Sequence[float], b: Sequence[float], margin: float = 0.01) -> bool:
+    """Whether two lon/lat boxes overlap (with a margin of ~1 km: item footprints are approximate)."""
+    return a[0] - margin <= b[2] and b[0] - margin <= a[2] and a[1] - margin <= b[3] and b[1] - margin <= a[3]
 
-    from ..progress import progress_bar
 
-    if source == "earth-engine":
-        from .earth_engine import fetch_earth_engine
+GDAL_ENV_KEYS = tuple(GDAL_ENV)
 
-        if dask_address:
-            raise CropmapError("--source earth-engine runs its dates in threads here (--workers), not on a Dask "
-                               "cluster: drop --dask-address")
-        dates, _ = fetch_earth_engine(out, (w, s, e, n), start, end, crs=dst_crs, transform=transform, width=width,
-                                      height=height, project=ee_project, mask=mask, cs_threshold=cs_threshold,
-                                      max_cloud=max_cloud, workers=workers)
-        return FetchImagerySummary(out, dates, len(dates), dst_crs, transform, width, height, done_before)
-    src = make_source(source, stac_url=stac_url, collection=collection, token_url=token_url)
-    collection = src.collection
-    items = search_items(src.stac_url, collection, (w, s, e, n), f"{start}T00:00:00Z",
-                         f"{end}T23:59:59Z", max_cloud=max_cloud, retries=retries, backoff=backoff, timeout=timeout)
+
+def plan_stac(src: Source, request):
+    """Search ``src`` for ``request`` (a :class:`~cropmap.sources.providers.FetchRequest`) and return the
+    plan: one time step per solar day, each block read by :func:`read_day`."""
+    import rasterio
+    from rasterio.windows import transform as window_transform
+
+    from .providers import FetchPlan
+
+    r = request
+    items = search_items(src.stac_url, src.collection, r.bbox_wgs84, f"{r.start}T00:00:00Z", f"{r.end}T23:59:59Z",
+                         max_cloud=r.max_cloud, retries=r.retries, backoff=r.backoff, timeout=r.timeout)
     if not items:
-        cloud = f" with at most {max_cloud:g} % cloud" if max_cloud is not None else ""
-        raise CropmapError(f"no {collection} item over bbox {tuple(bbox)} ({bbox_crs}) from {start} to {end}{cloud}")
+        cloud = f" with at most {r.max_cloud:g} % cloud" if r.max_cloud is not None else ""
+        raise CropmapError(f"no {src.collection} item over {r.area} from {r.start} to {r.end}{cloud}")
     days = group_by_solar_day(items)
     dates = list(days)
     # the time stamp of a step is its first acquisition (UTC, naive as in the rest of the cube readers)
     times = [min(i.datetime for i in days[d]).astimezone(dt.timezone.utc).replace(tzinfo=None) for d in dates]
+    crs, transform = r.crs, r.transform
 
-    def read_step(i: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_block(i: int, window) -> tuple[np.ndarray, np.ndarray]:
         # GDAL options are per thread in rasterio: set them where the read runs (a thread or a Dask worker)
         with rasterio.Env(**GDAL_ENV):
-            return read_day(days[dates[i]], dst_crs, transform, width, height, src)
+            return read_day(days[dates[i]], crs, window_transform(window, transform), int(window.width),
+                            int(window.height), src)
 
-    with progress_bar("fetch imagery", len(dates) - done_before) as advance:
-        write_cube(out, times, read_step, crs=dst_crs, transform=transform, width=width, height=height, scl=True,
-                   workers=workers, dask_address=dask_address, progress=advance)
-    return FetchImagerySummary(out, dates, len(items), dst_crs, transform, width, height, done_before)
-
-
-def _written(path: Path) -> np.ndarray | None:
-    """The ``written`` flags of the cube at ``path``; None when it has none (not one write_cube started)."""
-    from .zarr_cube import _open
-
-    ds = _open(path)
-    return ds["written"].values.astype(bool) if "written" in ds else None
+    return FetchPlan(dates, times, len(items), read_block, scl=True)
