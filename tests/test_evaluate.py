@@ -32,7 +32,7 @@ def test_parcel_majority_vote_by_hand():
     # coarse level: wheat and barley are winter crops, maize a summer one. Parcel 3 (barley) votes
     # maize, wheat, maize at the crop level -> summer 2, winter 1 -> summer: still wrong.
     names, m = coarser_levels(TABLE)["coarse"]
-    assert names == ("Hors parcelles", "Cultures d'hiver", "Cultures d'été")
+    assert names == ("Hors parcelles", "Cultures d'hiver", "Cultures de printemps et d'été")
     assert v.confusion(m).tolist() == [[0, 0, 0], [0, 1, 1], [0, 1, 0]]
 
 

@@ -27,11 +27,11 @@ def test_hierarchy_of_a_crop_table():
     assert h.levels == ("crop", "group", "coarse") and TABLE.names[5] == OTHER_NAME
     crop, group, coarse = h.names
     assert len(crop) == 6 and len(group) == 6  # soft wheat, maize, barley, permanent meadow: own groups
-    assert coarse == ("Hors parcelles", "Cultures d'hiver", "Cultures d'été", "Prairies et fourrages", "Autres")
+    assert coarse == ("Hors parcelles", "Cultures d'hiver", "Cultures de printemps et d'été", "Prairies et fourrages", "Autres")
     up = h.of_finest()
     # background is its own class everywhere; wheat and barley are winter crops; "Autres cultures"
     # (soy + triticale: summer and winter) keeps its name at the group level and goes to "Autres" above
-    assert [coarse[c] for c in up[2]] == ["Hors parcelles", "Cultures d'hiver", "Cultures d'été", "Cultures d'hiver",
+    assert [coarse[c] for c in up[2]] == ["Hors parcelles", "Cultures d'hiver", "Cultures de printemps et d'été", "Cultures d'hiver",
                                           "Prairies et fourrages", "Autres"]
     assert group[up[1][5]] == OTHER_NAME
     assert Hierarchy.from_dict(h.to_dict()) == h

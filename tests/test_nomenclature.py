@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 from importlib import resources
 
 import numpy as np
@@ -6,13 +7,15 @@ import pytest
 
 from cropmap.errors import CropmapError
 from cropmap.nomenclature import (
-    COARSE_COLORS, COARSE_OF_GROUP, OTHER_NAME, RPG_CODES, RPG_GROUPS, coarse_of, coarser_levels, group_of,
+    COARSE_COLORS, OTHER_NAME, RPG_CODES, RPG_GROUPS, coarse_of, coarser_levels, group_of,
     make_class_table, read_class_scheme,
 )
 
 # The 11 codes of the fiboa supplement (introduced after the 2020 table), with the group we gave them.
 SUPPLEMENT = {"JAC": "11", "FVP": "8", "AAR": "24", "ARP": "24", "AME": "24", "PME": "24", "PRF": "24",
               "PEV": "28", "SAG": "28", "CAH": "4", "MCS": "4"}
+# Codes the 2020 groups table lacks but its validity table lists as valid (since 2019, 2021), with our group.
+VALID_SINCE = {"CNA": "28", "ACP": "28"}
 # The 14 group names the demo and its tests print: they must not change.
 DEMO_GROUPS = {"1": "Blé tendre", "2": "Maïs grain et ensilage", "3": "Orge", "4": "Autres céréales", "5": "Colza",
                "6": "Tournesol", "7": "Autres oléagineux", "8": "Protéagineux",
@@ -29,19 +32,52 @@ def _rows() -> list[dict[str, str]]:
 
 def test_table_has_every_official_and_supplement_code():
     rows = _rows()
-    assert len(rows) == len(RPG_CODES) == 351 + len(SUPPLEMENT)
+    assert len(rows) == len(RPG_CODES) == 351 + len(VALID_SINCE) + len(SUPPLEMENT)
     assert len({r["code"] for r in rows}) == len(rows)
     assert {c: RPG_CODES[c][1] for c in SUPPLEMENT} == SUPPLEMENT
     assert len(RPG_GROUPS) == 24 and {r["group"] for r in rows} == set(RPG_GROUPS)
     assert {g: RPG_GROUPS[g] for g in DEMO_GROUPS} == DEMO_GROUPS
-    for r in rows:  # every code has a coarse class, the one of its group
-        assert r["coarse"] == COARSE_OF_GROUP[r["group"]] in COARSE_COLORS
+    for r in rows:  # every code has a coarse class of its own
+        assert r["coarse"] == coarse_of(r["code"]) and r["coarse"] in COARSE_COLORS
         assert r["label"] and r["group_label"] == RPG_GROUPS[r["group"]]
+    assert {c: RPG_CODES[c][1] for c in VALID_SINCE} == VALID_SINCE
+
+
+OFFICIAL = Path(__file__).resolve().parents[2] / "shared/data/nomenclature/ign_rpg_official_2020"
+
+
+@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official IGN tables are in ../shared only")
+def test_table_matches_the_official_files():
+    """Every code of IGN's 2020 groups table, with its label and group, and every code its validity table
+    still lists as valid; nothing else but the supplement."""
+    with open(OFFICIAL / "REF_CULTURES_GROUPES_CULTURES_2020.csv", encoding="utf-8", newline="") as f:
+        official = {r["CODE_CULTURE"].strip(): (r["LIBELLE_CULTURE"].strip(), r["CODE_GROUPE_CULTURE"].strip(),
+                                                r["LIBELLE_GROUPE_CULTURE"].strip())
+                    for r in csv.DictReader(f, delimiter=";")}
+    with open(OFFICIAL / "REF_CULTURES_2020.csv", encoding="utf-8", newline="") as f:
+        valid = {r["CODE"].strip() for r in csv.DictReader(f, delimiter=";") if r["CAMPAGNE_FIN"].strip() in ("NA", "")}
+    assert len(official) == 351
+    for code, (label, group, glabel) in official.items():
+        assert RPG_CODES[code] == (label, group), code
+        assert RPG_GROUPS[group] == glabel
+    assert set(RPG_CODES) == set(official) | (valid - set(official)) | set(SUPPLEMENT)
+    assert valid - set(official) == set(VALID_SINCE)
+
+
+@pytest.mark.parametrize("codes, coarse", [
+    (["ORP", "BTP", "CZP", "SOG", "MLT", "CPZ", "TRN", "MIS", "SOJ", "FVT", "AAR"], "Cultures de printemps et d'été"),
+    (["BTH", "ORH", "CZH", "TTH", "AIL", "PHI"], "Cultures d'hiver"),
+    (["PPH", "PTR", "LUZ", "MLF"], "Prairies et fourrages"),
+    (["VRC", "VRG", "OLI", "LAV", "PPP", "PME", "ARP", "ACP", "HBL"], "Cultures permanentes"),
+    (["JAC", "J6P", "BOR", "FVL", "HSA"], "Autres"),  # fallow, margins, season not given, under glass
+])
+def test_coarse_by_sowing_season_and_life_cycle(codes, coarse):
+    assert {c: coarse_of(c) for c in codes} == dict.fromkeys(codes, coarse)
 
 
 @pytest.mark.parametrize("code, group, group_name, coarse", [
     ("BTH", "1", "Blé tendre", "Cultures d'hiver"),
-    ("MIS", "2", "Maïs grain et ensilage", "Cultures d'été"),
+    ("MIS", "2", "Maïs grain et ensilage", "Cultures de printemps et d'été"),
     ("PPH", "18", "Prairies permanentes", "Prairies et fourrages"),
     ("VRC", "21", "Vignes", "Cultures permanentes"),
     ("JAC", "11", "Gel (surfaces gelées sans production)", "Autres"),
@@ -85,7 +121,7 @@ def _scheme(tmp_path, text, name="classes.csv"):
 
 
 def test_custom_scheme(tmp_path):
-    path = _scheme(tmp_path, "# PASTIS-like\ncode,class,color\nBTH,Wheat,#ff0000\nBTP,Wheat,\n"
+    path = _scheme(tmp_path, "# PASTIS-like\ncode,class,color\nBTH,Wheat,#ff0000\nBDH,Wheat,\n"
                              "PPH,Meadow,\nPTR,Meadow,\nMIS,Corn,\nSOG,Sorghum,#00ff00\n")
     scheme = read_class_scheme(path)
     assert scheme.names == ("Wheat", "Meadow", "Corn", "Sorghum") and scheme.codes[1] == ("PPH", "PTR")
@@ -96,7 +132,7 @@ def test_custom_scheme(tmp_path):
     levels = coarser_levels(table)
     # Meadow mixes groups 18 and 19, so no group level; every class has one coarse parent
     assert list(levels) == ["custom", "coarse"]
-    assert levels["coarse"][0] == ("Hors parcelles", "Cultures d'hiver", "Prairies et fourrages", "Cultures d'été")
+    assert levels["coarse"][0] == ("Hors parcelles", "Cultures d'hiver", "Prairies et fourrages", "Cultures de printemps et d'été")
     own = make_class_table(["BTH", "MIS"], "custom", scheme=read_class_scheme(
         _scheme(tmp_path, "class,code\nA,BTH\nB,MIS\nB,XYZ\n", "b.csv")))[0]
     assert list(coarser_levels(own)) == ["custom"]  # XYZ is no RPG code: nothing coarser

@@ -19,21 +19,24 @@ import numpy as np
 from .errors import CropmapError
 
 # The RPG code table ships with the package (data_files/rpg_codes.csv, written by tools/make_rpg_table.py
-# from the official tables, sources in its header); read on first use so that the tool can import
-# COARSE_OF_GROUP below before the file exists.
+# from the official tables, sources in its header); read on first use so that the tool can import the
+# coarse class names below before the file exists.
 _TABLE_FILE = ("data_files", "rpg_codes.csv")
 
 
 @functools.cache
-def _rpg_table() -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
-    """``(codes, groups)``: CODE_CULTU -> (label, CODE_GROUP) and CODE_GROUP -> group label."""
+def _rpg_table() -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, str]]:
+    """``(codes, groups, coarse)``: CODE_CULTU -> (label, CODE_GROUP), CODE_GROUP -> group label and
+    CODE_CULTU -> coarse class."""
     text = resources.files("cropmap").joinpath(*_TABLE_FILE).read_text(encoding="utf-8")
     codes: dict[str, tuple[str, str]] = {}
     groups: dict[str, str] = {}
+    coarse: dict[str, str] = {}
     for r in csv.DictReader(line for line in text.splitlines() if not line.startswith("#")):
         codes[r["code"]] = (r["label"], r["group"])
         groups.setdefault(r["group"], r["group_label"])
-    return codes, dict(sorted(groups.items(), key=lambda kv: int(kv[0])))
+        coarse[r["code"]] = r["coarse"]
+    return codes, dict(sorted(groups.items(), key=lambda kv: int(kv[0]))), coarse
 
 
 def __getattr__(name: str) -> dict:
@@ -73,22 +76,20 @@ GROUP_COLORS: dict[str, tuple[int, int, int]] = {
     "28": (127, 127, 127),
 }
 
-# CODE_GROUP -> coarse class: the top of the hierarchy crop -> group -> coarse (Turkoglu et al. 2021
-# predict such a hierarchy). Groups are the official list (IGN 2020, DERIVED_groups_2020.csv); the
-# assignment to a coarse class, by season and land use, is ours.
-COARSE_OF_GROUP: dict[str, str] = {
-    **dict.fromkeys(["1", "3", "4", "5"], "Cultures d'hiver"),  # wheat, barley, other cereals, rapeseed
-    **dict.fromkeys(["2", "6", "7", "14", "15", "24", "25", "26"], "Cultures d'été"),  # maize, sunflower, soy, beet...
-    **dict.fromkeys(["16", "17", "18", "19"], "Prairies et fourrages"),
-    **dict.fromkeys(["20", "21", "22", "23"], "Cultures permanentes"),  # orchards, vines, nuts, olives
-    **dict.fromkeys(["8", "9", "11", "28"], "Autres"),  # protein crops (winter and spring), fibre, fallow, misc.
-}
+# The coarse classes, the top of the hierarchy crop -> group -> coarse (Turkoglu et al. 2021 predict such a
+# hierarchy): by sowing season and life cycle, one per code (the coarse column of rpg_codes.csv), since a
+# group mixes seasons (spring barley, spring rapeseed and millet are in winter-cereal groups).
+WINTER = "Cultures d'hiver"
+SPRING = "Cultures de printemps et d'été"
+GRASSLAND = "Prairies et fourrages"
+PERMANENT = "Cultures permanentes"
+OTHER = "Autres"
 COARSE_COLORS: dict[str, tuple[int, int, int]] = {
-    "Cultures d'hiver": (230, 180, 30),
-    "Cultures d'été": (255, 127, 14),
-    "Prairies et fourrages": (44, 160, 44),
-    "Cultures permanentes": (120, 30, 90),
-    "Autres": (188, 189, 34),
+    WINTER: (230, 180, 30),
+    SPRING: (255, 127, 14),
+    GRASSLAND: (44, 160, 44),
+    PERMANENT: (120, 30, 90),
+    OTHER: (188, 189, 34),
 }
 
 LEVELS = ("group", "crop", "custom")  # label schemes: RPG group, RPG code, a user's own code -> class file
@@ -171,8 +172,7 @@ def group_of(code: str) -> str | None:
 
 
 def coarse_of(code: str) -> str | None:
-    group = group_of(code)
-    return COARSE_OF_GROUP.get(group) if group else None
+    return _rpg_table()[2].get(code)
 
 
 def read_class_scheme(path: Path | str) -> ClassScheme:
@@ -320,7 +320,7 @@ def _shared_parent(codes: Iterable[str], level: str) -> str | None:
         g = group_of(c)
         if g is None:
             return None
-        parents.add(_rpg_table()[1].get(g, f"Groupe {g}") if level == "group" else COARSE_OF_GROUP.get(g, "Autres"))
+        parents.add(_rpg_table()[1].get(g, f"Groupe {g}") if level == "group" else _rpg_table()[2].get(c, OTHER))
     return parents.pop() if len(parents) == 1 else None
 
 
@@ -331,4 +331,4 @@ def _parent(table: ClassTable, i: int, level: str) -> str:
     shared = _shared_parent(codes, level)
     if shared is not None:
         return shared
-    return table.names[i] if level == "group" else "Autres"
+    return table.names[i] if level == "group" else OTHER
