@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 import urllib.parse
+from pathlib import Path
 from typing import Callable
 
 # route(handler, path, query) -> (status, content type, body) or None to fall through to the files;
@@ -19,10 +21,12 @@ class LocalServer(http.server.ThreadingHTTPServer):
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), Handler)
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, bytes | Path] = {}  # a Path is read from disk, range by range (large files)
         self.routes: list[Route] = []
         self.fail: list[int] = []  # statuses answered to the next requests, in order
         self.log: list[tuple[str, str | None]] = []  # (path with query, Range header)
+        self.delay = 0.0  # seconds each request waits first (a slow network)
+        self.bytes_sent = 0  # response bodies, all requests together
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -59,6 +63,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+            with self.server._lock:
+                self.server.bytes_sent += len(body)
 
     def do_HEAD(self):
         self.do_GET()
@@ -70,6 +76,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         srv = self.server
         srv.log.append((self.path, self.headers.get("Range")))
+        if srv.delay:
+            time.sleep(srv.delay)
         status = srv.next_failure()
         if status is not None:
             self._send(status, "text/plain", f"injected {status}".encode())
@@ -85,6 +93,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if data is None:
             self._send(404, "text/plain", b"not found")
             return
+        if isinstance(data, Path):
+            data = _FileBytes(data)
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes="):
             first, _, last = rng.removeprefix("bytes=").partition("-")
@@ -97,3 +107,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                        {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"})
             return
         self._send(200, "application/octet-stream", data, {"Accept-Ranges": "bytes"})
+
+
+class _FileBytes:
+    """Enough of ``bytes`` (len and slicing) over a file on disk, so large assets are not held in memory."""
+
+    def __init__(self, path: Path):
+        self.path, self.size = path, path.stat().st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _ = s.indices(self.size)
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            return f.read(stop - start)

@@ -39,6 +39,21 @@ class Checkpoint:
     source: Path | None = None  # the file it was read from, named in messages
     # one head per level (cropmap.hierarchy.Hierarchy.to_dict: levels, names, parent maps); None = flat model
     hierarchy: dict[str, Any] | None = None
+    # the dataset's preprocessing record (cropmap.dataset.preprocessing.Preprocessing.to_dict); None: a checkpoint
+    # from before the record, whose imagery is then taken as SCL-masked with the default classes
+    preprocessing: dict[str, Any] | None = None
+
+    @property
+    def record(self):
+        """The preprocessing record predict and export follow."""
+        from .dataset.preprocessing import DEFAULT_KEEP_SCL, Preprocessing
+
+        if self.preprocessing:
+            return Preprocessing.from_dict(self.preprocessing)
+        return Preprocessing(bands=tuple(self.bands), keep_scl=DEFAULT_KEEP_SCL, cloud_mask="unknown",
+                             period_days=int(self.time_grid.to_dict().get("period_days", 10)),
+                             time_grid=self.time_grid.to_dict(),
+                             norm={"mean": [float(v) for v in self.norm_mean], "std": [float(v) for v in self.norm_std]})
 
     def build(self) -> nn.Module:
         """The model in eval mode, ``[B, C, T, H, W] -> [B, K, H, W]``; a hierarchical one outputs its finest
@@ -72,6 +87,7 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "norm": {"mean": [float(v) for v in ckpt.norm_mean], "std": [float(v) for v in ckpt.norm_std]},
         "extra": ckpt.extra,
         "hierarchy": ckpt.hierarchy,
+        "preprocessing": ckpt.preprocessing,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -104,4 +120,5 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         extra=d.get("extra", {}),
         source=path,
         hierarchy=d.get("hierarchy"),
+        preprocessing=d.get("preprocessing"),
     )

@@ -171,6 +171,7 @@ def _metadata(ckpt: Checkpoint) -> dict[str, str]:
         "normalisation": "x[:, band] = (DN / 10000 - norm_mean[band]) / norm_std[band]; DN = L2A harmonized "
                          "surface reflectance digital numbers, composited per time step; never-observed pixels "
                          "are not meaningful (cropmap predict writes them as nodata 255)",
+        "preprocessing": ckpt.record.to_json(),  # bands, cloud mask and SCL classes, grid, norm, source
         "time_grid": json.dumps(grid.to_dict()),
         "day_of_year": json.dumps([int(d) for d in grid.day_of_year]),
         "inputs": "x: float32 [batch, band, time, height, width]; doy: float32 [batch, time], day of year of each "

@@ -441,6 +441,7 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
         norm_std=info.norm_std,
         extra=extra,
         hierarchy=hierarchy.to_dict() if hierarchy else None,
+        preprocessing=info.preprocessing.to_dict(),
     ))
     plot_curves(out / "logs" / "metrics.csv", out / "curves.png")
     return TrainSummary(out, config.model.name, n_params, module.best_epoch, module.best_miou,

@@ -24,6 +24,7 @@ from ..nomenclature import IGNORE_INDEX, LEVELS, OTHER_NAME, make_class_table, r
 from ..progress import progress_bar
 from ..sources.geotiff_folder import BANDS
 from ..sources.imagery import open_imagery
+from .preprocessing import Preprocessing, imagery_source
 from ..sources.parcels import read_parcels
 from .blocks import DEFAULT_BLOCK, PATCH_VARS, band_norm, block_jobs, compact, run_blocks
 from .rasterize import border_mask, labels_from_parcels, rasterize_parcels, to_grid_crs
@@ -177,8 +178,12 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
         split_names = np.array([SPLITS[s] for s in block_split[kept]])
         xr.Dataset({"origin": (("patch", "yx"), origins[kept]), "split": (("patch",), split_names)}).to_zarr(
             tmp, mode="a", zarr_format=2, consolidated=False)
-        _finish_store(tmp, {**ds.attrs, "norm": json.dumps({"mean": mean.tolist(), "std": std.tolist(),
-                                                              "unit": "reflectance"})})
+        norm = {"mean": mean.tolist(), "std": std.tolist(), "unit": "reflectance"}
+        record = Preprocessing(bands=tuple(BANDS), keep_scl=tuple(config.keep_scl),
+                               cloud_mask="scl" if getattr(stack, "has_scl", True) else "none",
+                               period_days=config.period_days, time_grid=grid.to_dict(), norm=norm,
+                               source=imagery_source(stack))
+        _finish_store(tmp, {**ds.attrs, "norm": json.dumps(norm), "preprocessing": record.to_json()})
     n_by_split = {name: int((block_split[kept] == i).sum()) for i, name in enumerate(SPLITS)}
     return BuildSummary(out, n_by_split, len(gdf), table.names, grid.steps, unknown_counts, unknown_pixels)
 

@@ -9,7 +9,8 @@ Variables (``patch`` is the patch axis, ``y``/``x`` pixels inside a patch):
   split [patch] str train / val / test
   parcel_id, parcel_code, parcel_split [parcel] the parcel table
 Attributes (JSON strings): class_table, time_grid, norm (per-band mean/std of reflectance), grid
-(crs WKT, transform, width, height), build_config, source.
+(crs WKT, transform, width, height), build_config, source, preprocessing (the record of
+:mod:`cropmap.dataset.preprocessing`, copied into every checkpoint trained on it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -25,6 +27,9 @@ import xarray as xr
 from ..errors import CropmapError
 from ..nomenclature import ClassTable
 from .timegrid import TimeGrid
+
+if TYPE_CHECKING:
+    from .preprocessing import Preprocessing
 
 FORMAT_VERSION = 1
 
@@ -39,6 +44,7 @@ class DatasetInfo:
     bands: tuple[str, ...]
     grid: dict
     n_patches: dict[str, int]
+    preprocessing: "Preprocessing"
 
 
 def write_dataset(path: Path, ds: xr.Dataset) -> None:
@@ -74,4 +80,17 @@ def dataset_info(path: Path | str) -> DatasetInfo:
         bands=tuple(str(b) for b in ds["band"].values),
         grid=json.loads(ds.attrs["grid"]),
         n_patches={s: int((splits == s).sum()) for s in ("train", "val", "test")},
+        preprocessing=_record(ds, norm),
     )
+
+
+def _record(ds: xr.Dataset, norm: dict) -> "Preprocessing":
+    """The dataset's preprocessing record (one of the keep_scl of its build config, for datasets of before)."""
+    from .preprocessing import Preprocessing
+
+    if "preprocessing" in ds.attrs:
+        return Preprocessing.from_dict(json.loads(ds.attrs["preprocessing"]))
+    cfg = json.loads(ds.attrs.get("build_config", "{}"))
+    return Preprocessing(bands=tuple(str(b) for b in ds["band"].values), keep_scl=tuple(cfg.get("keep_scl", (4, 5, 6, 7))),
+                         cloud_mask="unknown", period_days=int(cfg.get("period_days", 10)),
+                         time_grid=json.loads(ds.attrs["time_grid"]), norm=norm)

@@ -131,7 +131,7 @@ def read_scene_parcels(parcels: Path | str, stack: SceneStack, imagery: Path | s
 def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parcels: Path | str | None = None,
                   confidence_out: Path | str | None = None, probabilities_out: Path | str | None = None,
                   quicklook: bool = True, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
-                  keep_scl=DEFAULT_KEEP_SCL, overwrite: bool = False, show_progress: bool = True,
+                  keep_scl=None, overwrite: bool = False, show_progress: bool = True,
                   staging: contextlib.ExitStack | None = None) -> tuple[PredictSummary, ParcelStats | None]:
     """Predict one scene; returns the summary and, with ``parcels``, the parcels' accumulated stats.
 
@@ -153,7 +153,8 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     if tuple(ckpt.bands) != BANDS:  # readers always give B2, B3, B4, B8: a model of other bands cannot run
         raise CropmapError(f"{ckpt.source or run}: the model's bands {', '.join(ckpt.bands)} differ from the "
                            f"imagery's {', '.join(BANDS)} ({imagery})")
-    predictor = ScenePredictor(ckpt, stack, keep_scl)
+    # clouds are masked as in training (the checkpoint's preprocessing record), or the scene is refused
+    predictor = ScenePredictor(ckpt, stack, ckpt.record.check_scene(stack, imagery, keep_scl))
     k, names = predictor.num_classes, list(ckpt.class_table.names)
 
     gdf, stats = None, None
@@ -238,7 +239,7 @@ def _stream_scene(stack, predictor: ScenePredictor, tmp: Path, map_out: Path, co
 def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcels: Path | str | None = None,
                 parcels_out: Path | str | list | tuple | None = None, confidence_out: Path | str | None = None,
                 probabilities_out: Path | str | None = None, quicklook: bool = True,
-                window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, keep_scl=DEFAULT_KEEP_SCL,
+                window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, keep_scl=None,
                 overwrite: bool = False) -> PredictSummary:
     """Map one scene; with ``parcels`` and ``parcels_out`` (one or more .gpkg / .parquet paths) also
     write each parcel's predicted class at every level of the hierarchy."""

@@ -20,7 +20,6 @@ import rasterio
 
 from ..atomic import atomic_path
 from ..checkpoint import load_checkpoint
-from ..dataset.composite import DEFAULT_KEEP_SCL
 from ..errors import CropmapError
 from ..sources.parcels import read_parcels
 from .parcels import ParcelStats, bounds_in_crs, parcel_table, write_parcel_table
@@ -51,7 +50,7 @@ class TilesSummary:
 def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | str, *,
                   parcels: Path | str | None = None, parcels_out=None, confidence: bool = False,
                   probabilities: bool = False, quicklook: bool = False, window: int = DEFAULT_WINDOW,
-                  overlap: int = DEFAULT_OVERLAP, keep_scl=DEFAULT_KEEP_SCL, dask_address: str | None = None,
+                  overlap: int = DEFAULT_OVERLAP, keep_scl=None, dask_address: str | None = None,
                   workers: int = 1, overwrite: bool = False) -> TilesSummary:
     """Map every scene folder in ``imageries`` into ``out_dir/<folder name>.tif`` (+ ``.confidence.tif``,
     ``.probabilities.tif``), then ``out_dir/mosaic.vrt``; tiles already mapped are skipped unless
@@ -73,7 +72,8 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
     import dask
 
     opts = dict(parcels=parcels if outs else None, confidence=confidence, probabilities=probabilities,
-                quicklook=quicklook, window=window, overlap=overlap, keep_scl=tuple(keep_scl), overwrite=overwrite,
+                quicklook=quicklook, window=window, overlap=overlap,
+                keep_scl=tuple(keep_scl) if keep_scl is not None else None, overwrite=overwrite,
                 show_progress=dask_address is None and workers == 1)
     tasks = [dask.delayed(predict_tile, pure=False)(Path(run), img, out_dir / f"{img.name}.tif", **opts)
              for img in imageries]

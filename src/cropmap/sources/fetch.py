@@ -110,7 +110,9 @@ def fetch_imagery(bbox: Sequence[float] | None, out: Path | str, *, start: str, 
         raise CropmapError(f"--source {source} runs here only (--workers), not on a Dask cluster: drop --dask-address")
     with progress_bar("fetch imagery", len(plan.dates) - done_before) as advance:
         write_cube(out, plan.times, plan.read, crs=dst_crs, transform=transform, width=width, height=height,
-                   scl=plan.scl, block=block, workers=workers, dask_address=dask_address, progress=advance)
+                   scl=plan.scl, block=block, workers=workers, dask_address=dask_address, progress=advance,
+                   attrs={"provider": source,
+                          "cloud_mask": "scl" if plan.scl else f"cloud score+ cs_cdf >= {cs_threshold:g}"})
     return FetchImagerySummary(out, plan.dates, plan.n_items, dst_crs, transform, width, height, done_before)
 
 

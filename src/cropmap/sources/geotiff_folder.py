@@ -75,6 +75,10 @@ class SceneStack(GridStack):
     band_indexes: tuple[tuple[int, ...], ...]  # per file: 1-based indexes of B2, B3, B4, B8
     scl_indexes: tuple[int | None, ...]  # per file: 1-based index of SCL, or None
 
+    @property
+    def has_scl(self) -> bool:
+        return any(i is not None for i in self.scl_indexes)
+
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         path = self.files[i]
         try:

@@ -60,6 +60,14 @@ class XarrayStack(GridStack):
             if set(ds[name].dims) != {self._tdim, "y", "x"}:
                 raise CropmapError(f"{path}: variable {name} has dims {ds[name].dims}; expected ({self._tdim}, y, x)")
 
+    @property
+    def has_scl(self) -> bool:
+        return self._scl is not None
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self._ds.attrs)
+
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         t = int(self._order[i])
         sel = {self._tdim: t, **self._slices(window)}

@@ -63,7 +63,7 @@ def blocks(width: int, height: int, block: int) -> list[tuple[int, int, Window]]
 def write_cube(path: Path | str, times: Sequence[dt.date | dt.datetime | np.datetime64], read_step: ReadStep, *,
                crs: CRS | str, transform: Affine, width: int, height: int, scl: bool = True,
                chunk: int = CHUNK, block: int = BLOCK, workers: int = 1, dask_address: str | None = None,
-               progress: Callable[[int], None] | None = None) -> Path:
+               progress: Callable[[int], None] | None = None, attrs: dict | None = None) -> Path:
     """Write a cube one time step and block at a time: ``read_step(i, window)`` gives step ``i`` over the
     rasterio ``window`` (at most ``block`` x ``block`` px), as ``(dn [4, h, w] uint16, scl [h, w] or None)``.
 
@@ -74,7 +74,8 @@ def write_cube(path: Path | str, times: Sequence[dt.date | dt.datetime | np.date
     Blocks own their chunks (``block`` is a multiple of ``chunk``), so they may be read and written in
     parallel: ``workers`` threads here, or as tasks on the Dask scheduler at ``dask_address`` (whose workers
     must see ``path`` and be able to run ``read_step``). Memory follows ``block`` and the workers, not the
-    area. ``progress(n)`` is called with the number of time steps completed.
+    area. ``progress(n)`` is called with the number of time steps completed. ``attrs`` go into the store's
+    attributes (fetch records its provider and cloud mask there).
     """
     path = Path(path)
     crs = CRS.from_user_input(crs)
@@ -91,7 +92,7 @@ def write_cube(path: Path | str, times: Sequence[dt.date | dt.datetime | np.date
         block = int(_open(path).attrs.get("block", block))  # the store's own blocks
         grid = blocks(width, height, block)
     else:
-        _lay_out(path, stamps, crs, transform, width, height, scl, chunk, block)
+        _lay_out(path, stamps, crs, transform, width, height, scl, chunk, block, attrs or {})
         written = np.zeros((len(stamps), grid[-1][0] + 1, grid[-1][1] + 1), dtype=bool)
     todo = [(int(i), by, bx, w) for i in range(len(stamps)) for by, bx, w in grid if not written[i, by, bx]]
     left = {i: int((~written[i]).sum()) for i in range(len(stamps))}
@@ -155,7 +156,7 @@ def _write_block(path: Path, i: int, by: int, bx: int, window: Window, read_step
 
 
 def _lay_out(path: Path, stamps: np.ndarray, crs: CRS, transform: Affine, width: int, height: int, scl: bool,
-             chunk: int, block: int) -> None:
+             chunk: int, block: int, attrs: dict) -> None:
     import dask.array as da
 
     t = len(stamps)
@@ -173,7 +174,8 @@ def _lay_out(path: Path, stamps: np.ndarray, crs: CRS, transform: Affine, width:
         data,
         coords={"time": stamps, "band": list(BANDS), "y": ys, "x": xs,
                 "spatial_ref": ((), np.int32(0), {"crs_wkt": crs.to_wkt(), "GeoTransform": geo})},
-        attrs={"crs": crs.to_wkt(), "transform": list(transform)[:6], "cropmap_cube": CUBE_VERSION, "block": block},
+        attrs={**attrs, "crs": crs.to_wkt(), "transform": list(transform)[:6], "cropmap_cube": CUBE_VERSION,
+               "block": block},
     )
     # no _FillValue: 0 is nodata by contract, and xarray would otherwise decode the DN to float
     encoding = {"dn": {"chunks": (1, 4, chunk, chunk), "dtype": "uint16", "_FillValue": None},
