@@ -92,15 +92,6 @@ def serve(srv, scene, work: Path):
     parcels = parcels.set_geometry("geometry").to_crs("EPSG:2154")
 
     def routes(handler, path, q):
-        if path == "/stac/" or path == "/stac":
-            return 200, "application/json", json.dumps({
-                "type": "Catalog", "stac_version": "1.0.0", "id": "bench", "description": "bench",
-                "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"],
-                "links": [{"rel": "search", "href": f"{srv.url}/stac/search", "method": "POST"},
-                          {"rel": "root", "href": f"{srv.url}/stac"}]}).encode()
-        if path == "/stac/search":
-            return 200, "application/geo+json", json.dumps({"type": "FeatureCollection", "features": items,
-                                                            "links": []}).encode()
         if path == "/wfs":
             *xy, _ = q["BBOX"].split(",")
             sel = parcels[parcels.intersects(box(*map(float, xy)))]
@@ -112,7 +103,9 @@ def serve(srv, scene, work: Path):
             return 200, "application/json", json.dumps(body).encode()
         return None
 
-    srv.routes.append(routes)
+    from s2catalog import stac_api
+
+    srv.routes += [stac_api(srv, items, "/stac"), routes]
     return bounds, crs, scene.dates
 
 

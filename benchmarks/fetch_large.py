@@ -110,19 +110,9 @@ def serve(srv, work: Path, largest: int) -> int:
                           "properties": {"datetime": when, "eo:cloud_cover": 5.0 + k,
                                          "s2:processing_baseline": "05.10"}, "links": [], "assets": assets})
 
-    def api(handler, path, q):
-        if path == "/" and handler.command == "GET":
-            return 200, "application/json", json.dumps({
-                "type": "Catalog", "stac_version": "1.0.0", "id": "bench", "description": "bench",
-                "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"],
-                "links": [{"rel": "search", "href": f"{srv.url}/search", "method": "POST"},
-                          {"rel": "root", "href": srv.url}]}).encode()
-        if path == "/search":
-            return 200, "application/geo+json", json.dumps({"type": "FeatureCollection", "features": items,
-                                                            "links": []}).encode()
-        return None
+    from s2catalog import stac_api
 
-    srv.routes.append(api)
+    srv.routes.append(stac_api(srv, items))
     return total
 
 

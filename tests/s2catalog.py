@@ -47,20 +47,27 @@ def serve_catalog(srv, root: Path, side: int, dates=DATES, seed: int = 0) -> lis
                       "properties": {"datetime": when, "eo:cloud_cover": 1.0, "s2:processing_baseline": "05.10"},
                       "links": [], "assets": assets})
 
+    srv.routes.append(stac_api(srv, items))
+    return items
+
+
+def stac_api(srv, items: list[dict], prefix: str = ""):
+    """The route of a STAC API at ``srv.url + prefix`` whose searches answer ``items`` (the client filters)."""
+    root = srv.url + prefix
+
     def api(handler, path, q):
-        if path == "/" and handler.command == "GET":
+        if path.rstrip("/") == prefix and handler.command == "GET":
             return 200, "application/json", json.dumps({
                 "type": "Catalog", "stac_version": "1.0.0", "id": "t", "description": "t",
                 "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"],
-                "links": [{"rel": "search", "href": f"{srv.url}/search", "method": "POST"},
-                          {"rel": "root", "href": srv.url}]}).encode()
-        if path == "/search":
+                "links": [{"rel": "search", "href": f"{root}/search", "method": "POST"},
+                          {"rel": "root", "href": root}]}).encode()
+        if path == f"{prefix}/search":
             return 200, "application/geo+json", json.dumps({"type": "FeatureCollection", "features": items,
                                                             "links": []}).encode()
         return None
 
-    srv.routes.append(api)
-    return items
+    return api
 
 
 def area(side: int) -> list[float]:

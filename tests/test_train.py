@@ -21,7 +21,7 @@ from cropmap.train import (LAST_NAME, AtomicCheckpointIO, check_config, make_dat
 
 TINY = ModelConfig(hidden=8, embed_dim=8, unet_base=8, temporal_layers=2)
 # every source of randomness on: shuffling, flips, crops, date dropout, temporal crop, dropout
-RESUME_CONFIG = TrainConfig(model=TINY, epochs=3, batch_size=1, crop=16, date_dropout=0.2, temporal_crop=0.7,
+RESUME_CONFIG = TrainConfig(model=TINY, epochs=3, min_steps=0, batch_size=1, crop=16, date_dropout=0.2, temporal_crop=0.7,
                             loss="focal", class_weights="effective", threads=1, lr=5e-3)
 
 
@@ -152,7 +152,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch
 
 def test_early_stopping_on_val_miou(tiny_dataset, tmp_path):
     # a learning rate far too high: val mIoU soon stops improving
-    cfg = TrainConfig(model=TINY, epochs=8, batch_size=2, lr=0.5, patience=2, threads=1, augment=False)
+    cfg = TrainConfig(model=TINY, epochs=8, min_steps=0, batch_size=2, lr=0.5, patience=2, threads=1, augment=False)
     s = train_model(tiny_dataset, tmp_path / "run", cfg)
     assert s.stopped_epoch is not None and s.stopped_epoch == s.best_epoch + 2
     assert s.epochs_run == s.stopped_epoch + 1 < 8

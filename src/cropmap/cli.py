@@ -38,7 +38,7 @@ def _train(a: argparse.Namespace) -> None:
     model = dict(name=a.model, hidden=a.hidden, embed_dim=a.embed_dim, unet_base=a.unet_base, unet_depth=a.unet_depth)
     # --resume starts from the run's own config.yaml; options given must then agree with it
     base = a.config or (a.out / CONFIG_NAME if a.resume and a.out and (a.out / CONFIG_NAME).exists() else None)
-    cfg = load_config(TrainConfig, base, model=model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+    cfg = load_config(TrainConfig, base, model=model, epochs=a.epochs, min_steps=a.min_steps, batch_size=a.batch_size, lr=a.lr,
                       seed=a.seed, max_steps=a.max_steps, num_workers=a.num_workers, crop=a.crop,
                       threads=a.threads, accelerator=a.accelerator, levels=a.levels, patience=a.patience,
                       loss=a.loss, focal_gamma=a.focal_gamma, class_weights=a.class_weights,
@@ -274,6 +274,8 @@ def parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run from its last completed epoch (same config)")
     t.add_argument("--model", help="registered model name (default tempcnn-unet)")
     t.add_argument("--epochs", type=int, help="passes over the training patches")
+    t.add_argument("--min-steps", type=int, help="the schedule lasts at least this many optimiser steps: on a small "
+                                                 "area the epochs are raised until it does (default 300; 0: off)")
     t.add_argument("--batch-size", type=int, help="patches per step")
     t.add_argument("--lr", type=float, help="AdamW learning rate")
     t.add_argument("--seed", type=int, help="seed of weights, sampling and augmentation")

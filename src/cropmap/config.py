@@ -52,6 +52,9 @@ class ModelConfig:
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the network (a name in the model registry and its sizes)
     epochs: int = 12  # passes over the training patches; the learning rate follows a cosine over them
+    # the schedule lasts at least this many optimiser steps: on a small area, where an epoch is a few steps,
+    # the epochs are raised until it does (0: epochs alone)
+    min_steps: int = 300
     batch_size: int = 8  # patches per optimiser step (per device)
     lr: float = 2e-3  # AdamW learning rate at the start of the cosine schedule
     weight_decay: float = 1e-4  # AdamW weight decay

@@ -16,7 +16,7 @@ import random
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import replace, asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -82,6 +82,7 @@ class CropModule(L.LightningModule):
         # weights of the epoch with the best validation mIoU, restored after training
         self.best_miou, self.best_epoch = -1.0, -1
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.first_epoch, self.val_classes, self.val_support = -1, 0, None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(batch["x"], batch["doy"], batch["mask"])
@@ -103,10 +104,16 @@ class CropModule(L.LightningModule):
         self.val_cm.update(logits.argmax(1), batch["y"])
 
     def on_validation_epoch_end(self) -> None:
-        m = metrics_from_confusion(self.val_cm.compute().cpu().numpy(), self.class_names)
+        cm = self.val_cm.compute().cpu().numpy()
+        self.val_support = cm.sum(axis=1)
+        m = metrics_from_confusion(cm, self.class_names)
         self.val_cm.reset()
         self.log("val_miou", m["miou"], prog_bar=True)
         self.log("val_oa", m["overall_accuracy"])
+        if not self.trainer.sanity_checking:
+            self.val_classes = int((self.val_support > 0).sum()) if self.val_support is not None else 0
+            if self.first_epoch < 0:
+                self.first_epoch = self.current_epoch
         if not self.trainer.sanity_checking and np.isfinite(m["miou"]) and m["miou"] > self.best_miou:
             self.best_miou, self.best_epoch = m["miou"], self.current_epoch
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -235,6 +242,39 @@ def resolve_deterministic(config: TrainConfig) -> bool | str:
     return "warn" if _on_gpu(config) else True
 
 
+def selection_rule(module: "CropModule", epochs_run: int) -> str:
+    """``"val_miou"`` (keep the best validated epoch), or why validation cannot select one, in which case the
+    last epoch is kept: fewer than two classes in the val split, or a val mIoU that never rose above 0."""
+    if module.val_classes < 2:
+        return f"the val split holds {module.val_classes} class(es)"
+    if module.best_miou <= 0.0:
+        return "val mIoU stayed 0"
+    return "val_miou"
+
+
+def scheduled_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The epochs to train: ``config.epochs``, raised until the schedule lasts ``config.min_steps`` steps."""
+    return max(config.epochs, -(-config.min_steps // max(steps_per_epoch, 1)))
+
+
+TINY_SPLIT_PATCHES = 4  # as cropmap.dataset.build: fewer patches make a noisy selection
+
+
+def warn_tiny_splits(data, names, train_counts: np.ndarray, val_counts: np.ndarray, n_train: int, n_val: int,
+                     background: bool) -> None:
+    """One warning line per problem: classes with no train or no val pixel, a tiny split."""
+    crop = np.arange(len(names)) >= int(background)
+    for split, counts in (("train", train_counts), ("val", val_counts)):
+        missing = [names[k] for k in np.flatnonzero(crop & (counts == 0))]
+        if missing:
+            log.warning("%s: the %s split has no pixel of %d class(es): %s", data, split, len(missing),
+                        ", ".join(missing))
+    tiny = [f"{k} {n}" for k, n in (("train", n_train), ("val", n_val)) if n < TINY_SPLIT_PATCHES]
+    if tiny:
+        log.warning("%s: tiny split(s): %s patch(es); the val figures that select the epoch are noisy", data,
+                    ", ".join(tiny))
+
+
 def trainer_arguments(config: TrainConfig) -> dict[str, Any]:
     """The ``L.Trainer`` arguments that come from the config (devices, nodes, strategy, precision, ...)."""
     return dict(max_epochs=config.epochs, max_steps=config.max_steps, accelerator=config.accelerator,
@@ -353,11 +393,20 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
     n_params = sum(p.numel() for p in model.parameters())
     echo(f"{config.model.name}: {n_params:,} parameters")
     counts = label_counts(train_ds.y, num_classes)
+    warn_tiny_splits(data, info.class_table.names, counts, label_counts(val_ds.y, num_classes), len(train_ds),
+                     len(val_ds), info.class_table.background)
+    steps_per_epoch = max(len(train_ds) // config.batch_size if len(train_ds) > config.batch_size else 1, 1)
+    epochs = scheduled_epochs(config, steps_per_epoch)
+    if epochs > config.epochs:
+        echo(f"{config.epochs} epochs are {config.epochs * steps_per_epoch} optimiser steps on this dataset "
+             f"({len(train_ds)} train patches): training {epochs} epochs, the floor of {config.min_steps} steps "
+             "(--min-steps)")
+    fit = replace(config, epochs=epochs)  # what runs; config.yaml keeps the config as given
     weights = class_weights(counts, config.class_weights, config.class_weights_beta)
     if weights is not None:
         echo(f"class weights ({config.class_weights}): "
              + ", ".join(f"{n} {w:.3g}" for n, w in zip(info.class_table.names, weights)))
-    module = CropModule(model, num_classes, info.class_table.names, config.lr, config.weight_decay, config.epochs,
+    module = CropModule(model, num_classes, info.class_table.names, config.lr, config.weight_decay, fit.epochs,
                         make_loss(config, counts) if hierarchy is None else
                         HierarchicalLoss(hierarchy, [make_loss(config, c) for c in level_counts(hierarchy, counts)]),
                         hierarchy)
@@ -383,7 +432,7 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
     callbacks.append(EpochCheckpoint(out / LAST_NAME))
     logger = _make_logger(out, config, keep_epochs=resumed_from)
     trainer = L.Trainer(
-        **trainer_arguments(config),
+        **trainer_arguments(fit),
         logger=logger,
         callbacks=callbacks,
         plugins=_plugins(),
@@ -421,8 +470,18 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
     if not trainer.is_global_zero:
         return TrainSummary(out, config.model.name, n_params, module.best_epoch, module.best_miou,
                             trainer.current_epoch, seconds, stopped, resumed_from)
-    model.load_state_dict(module.best_state)
+    selection = selection_rule(module, trainer.current_epoch)
+    if selection == "val_miou":
+        model.load_state_dict(module.best_state)  # else the weights of the last epoch stay
+        if module.best_epoch == module.first_epoch and trainer.current_epoch > module.best_epoch + 1:
+            echo(f"kept epoch {module.best_epoch}, the first validated one: val mIoU never rose above "
+                 f"{module.best_miou:.3f} in {trainer.current_epoch} epochs")
+    else:
+        echo(f"validation cannot select an epoch ({selection}): kept the last epoch, "
+             f"{trainer.current_epoch - 1}")
+        module.best_epoch = trainer.current_epoch - 1
     extra = {"best_epoch": module.best_epoch, "best_val_miou": module.best_miou, "parameters": n_params,
+             "selection": selection, "epochs_scheduled": fit.epochs,
              "dataset": str(Path(data).resolve()), "train_seconds": seconds, "class_counts": counts.tolist(),
              "class_weights": None if weights is None else weights.tolist(), "stopped_epoch": stopped}
     with atomic_path(out / "classes.json") as tmp:

@@ -46,7 +46,8 @@ class PatchDataset(Dataset):
         sel = np.flatnonzero(ds["split"].values == split)
         self.split = split
         self.info = info
-        self.x = ds["x"].values[sel] if len(sel) else np.zeros((0,) + ds["x"].shape[1:], np.uint16)
+        # only this split is read (isel before values), not the whole array
+        self.x = ds["x"].isel(patch=sel).values if len(sel) else np.zeros((0,) + ds["x"].shape[1:], np.uint16)
         self.y = ds["label"].values[sel].astype(np.int64)
         self.parcel = ds["parcel"].values[sel]
         self.doy = torch.as_tensor(ds["doy"].values.astype(np.float32))

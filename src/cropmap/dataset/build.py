@@ -28,7 +28,7 @@ from .preprocessing import Preprocessing, imagery_source
 from ..sources.parcels import read_parcels
 from .blocks import DEFAULT_BLOCK, PATCH_VARS, band_norm, block_jobs, compact, run_blocks
 from .rasterize import border_mask, labels_from_parcels, rasterize_parcels, to_grid_crs
-from .splits import SPLITS, assign_block_splits, parcel_splits, patch_origins
+from .splits import SPLITS, class_aware_splits, patch_origins, split_coverage
 from .store import FORMAT_VERSION
 from .timegrid import TimeGrid
 
@@ -111,8 +111,9 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     origins = patch_origins(*shape, ps)
     if len(origins) == 0:
         raise CropmapError(f"{imagery}: imagery ({shape[0]} x {shape[1]} px) is smaller than one patch ({ps} px)")
-    block_split = assign_block_splits(len(origins), config.split_fractions, config.seed)
-    psplit = parcel_splits(pidx, origins, block_split, ps, len(gdf))
+    block_split, psplit = class_aware_splits(pidx, origins, ps, parcel_class, table.num_classes,
+                                             config.split_fractions, config.seed)
+    warn_split_coverage(split_coverage(psplit, parcel_class, table.num_classes), table.names, imagery)
     psplit_lut = np.concatenate([[-1], psplit])
 
     # candidates: patches with a labelled pixel of their own split; the blocks then drop those whose labelled
@@ -185,6 +186,11 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
                                source=imagery_source(stack))
         _finish_store(tmp, {**ds.attrs, "norm": json.dumps(norm), "preprocessing": record.to_json()})
     n_by_split = {name: int((block_split[kept] == i).sum()) for i, name in enumerate(SPLITS)}
+    tiny = {k: v for k, v in n_by_split.items() if v < TINY_SPLIT_PATCHES}
+    if tiny:
+        log.warning("%s: tiny split(s): %s patch(es) of %d px; validation and test figures will be noisy (a "
+                    "smaller --patch-size gives more patches)", imagery,
+                    ", ".join(f"{k} {v}" for k, v in tiny.items()), ps)
     return BuildSummary(out, n_by_split, len(gdf), table.names, grid.steps, unknown_counts, unknown_pixels)
 
 
@@ -193,6 +199,21 @@ def _zeros(shape: tuple[int, ...], dtype):
     import dask.array as da
 
     return da.zeros(shape, dtype=dtype, chunks=(1, *shape[1:]))
+
+
+# a split this small gives a noisy selection or score: say so
+TINY_SPLIT_PATCHES = 4
+
+
+def warn_split_coverage(cov: np.ndarray, names, imagery: Path | str) -> None:
+    """One warning line per split that lacks classes present in the area (``cov [3, K]`` parcels per class)."""
+    present = cov.sum(axis=0) > 0
+    for i, split in enumerate(SPLITS):
+        missing = [names[k] for k in np.flatnonzero(present & (cov[i] == 0))]
+        if missing:
+            log.warning("%s: %s split has no parcel of %d class(es): %s%s", imagery, split, len(missing),
+                        ", ".join(missing), " (the model cannot learn them)" if split == "train" else
+                        " (their scores will be missing)")
 
 
 def _check_splits(splits: np.ndarray, imagery: Path | str, ps: int) -> None:
