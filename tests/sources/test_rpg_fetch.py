@@ -307,3 +307,20 @@ def test_query_string_of_a_real_request(server, tmp_path):
     fetch_parcels(2024, area_box(), tmp_path / "a.gpkg", source="wfs", **_kw(server, tmp_path))
     q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(server.log[-1][0]).query))
     assert q["TYPENAMES"] == "RPG.2024:parcelles_graphiques" and q["COUNT"] == "5000" and q["STARTINDEX"] == "4"
+
+
+def test_unresolvable_host_fails_fast(monkeypatch):
+    import socket
+
+    from cropmap.sources.http import get_json
+
+    calls = []
+
+    def no_dns(*a, **kw):
+        calls.append(a[0])
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(CropmapError, match="cannot resolve the host"):
+        get_json("https://data.example.invalid/wfs", {"REQUEST": "GetFeature"}, retries=5, backoff=0.01)
+    assert len(calls) == 2  # once more, not five times with back-off

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -191,6 +192,10 @@ def get_bytes(url: str, params: dict | None = None, *, allow_http: bool = False,
             err = f"HTTP {e.code}"
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             err = f"{getattr(e, 'reason', e)}"
+            if isinstance(getattr(e, "reason", e), socket.gaierror) and attempt >= 1:
+                # the host name does not resolve twice in a row: no network, or a wrong URL; say so now
+                raise CropmapError(f"{redact(url)}: cannot resolve the host ({redact_text(err)}); check the network "
+                                   "or the URL") from None
         if attempt == retries:
             raise CropmapError(f"{redact(url)}: request failed after {retries + 1} tries ({redact_text(err)})")
         log.warning("%s: %s; retrying in %.1f s", redact(url), redact_text(err), wait)
