@@ -302,3 +302,17 @@ def test_departement_instead_of_bbox(api, tmp_path):
     l93 = departement_bbox("29", outline)
     assert (s.crs, s.transform, s.width, s.height) == target_grid(l93, "EPSG:2154", "utm")
     assert s.width > 60 + 2 * 100 - 2  # the 1 km margin on both sides
+
+
+def test_unresolvable_stac_host_fails_fast(tmp_path, monkeypatch):
+    import socket
+
+    def no_dns(*a, **kw):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    with pytest.raises(CropmapError, match="cannot resolve the host"):
+        fetch_imagery(BBOX, tmp_path / "c.zarr", bbox_crs=UTM, start="2023-06-01", end="2023-06-30",
+                      stac_url="https://stac.example.invalid/v1")
+    assert not (tmp_path / "c.zarr").exists()

@@ -146,6 +146,23 @@ def check_sha256(path: Path, sha256: str) -> None:
         raise CropmapError(f"{path}: SHA-256 {h.hexdigest()} does not match the expected {sha256.strip()}")
 
 
+def check_resolves(url: str) -> None:
+    """A one-line error when ``url``'s host does not resolve twice in a row (no network, or a wrong URL), before a
+    client spends minutes retrying with back-off."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        return
+    for attempt in range(2):
+        try:
+            socket.getaddrinfo(host, None)
+            return
+        except socket.gaierror as e:
+            if attempt == 1:
+                raise CropmapError(f"{redact(url)}: cannot resolve the host ({e}); check the network or the URL"
+                                   ) from None
+            time.sleep(1.0)
+
+
 class RateLimit:
     """At most ``per_second`` calls of :meth:`wait` per second, across threads (the Géoplateforme allows ~30/s)."""
 

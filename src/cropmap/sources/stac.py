@@ -20,7 +20,7 @@ from rasterio.crs import CRS
 
 from ..errors import CropmapError
 from .grid import solar_day
-from .http import redact, redact_text
+from .http import check_resolves, redact, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def search_items(stac_url: str, collection: str, bbox_wgs84: Sequence[float], st
     retry = Retry(total=retries, backoff_factor=backoff, status_forcelist=(429, 500, 502, 503, 504),
                   allowed_methods=None, raise_on_status=False)
     where = redact(stac_url)
+    check_resolves(stac_url)
     query = {"eo:cloud_cover": {"lte": max_cloud}} if max_cloud is not None else None
     try:
         client = Client.open(stac_url, stac_io=StacApiIO(max_retries=retry, timeout=timeout))
