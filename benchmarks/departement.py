@@ -15,6 +15,7 @@ benchmarks/results/departement.json.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -34,8 +35,9 @@ CHILD = ("import resource, sys; from cropmap.cli import main; rc = main(sys.argv
          "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
 
 
-def cog_assets(scene_imagery: Path, dest: Path) -> list[tuple[str, dict[str, Path]]]:
-    """Each per-date GeoTIFF as five single-band COGs (blue, green, red, nir with +1000, scl at 20 m)."""
+def cog_assets(scene_imagery: Path, dest: Path):
+    """Each per-date GeoTIFF as five single-band COGs (blue, green, red, nir with +1000, scl at 20 m); returns
+    ``([(date, {asset: path})], bounds, crs)``."""
     import rasterio
     from rasterio.enums import Resampling
 
@@ -128,7 +130,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=ROOT / "bench-work" / "departement")
     args = ap.parse_args()
-    from cropmap.demo.scene import generate_scene
+    from cropmap.demo.scene import DemoScene, generate_scene
     from localserver import LocalServer
 
     work = args.workdir / str(args.size)
@@ -136,13 +138,12 @@ def main() -> None:
     out = work / "out"
     out.mkdir(parents=True)
     t0 = time.perf_counter()
-    scene = generate_scene(work / "scene", seed=0, size=args.size, year=2024, revisit_days=10) \
-        if not (work / "scene" / "parcels.gpkg").exists() else None
-    if scene is None:
-        from cropmap.demo.scene import DemoScene
+    if (work / "scene" / "parcels.gpkg").exists():  # made by an earlier run
         imgs = sorted((work / "scene" / "imagery").glob("S2_*.tif"))
         scene = DemoScene(work / "scene", work / "scene" / "parcels.gpkg", work / "scene" / "imagery",
-                          tuple(__import__("datetime").date.fromisoformat(p.stem[3:]) for p in imgs))
+                          tuple(dt.date.fromisoformat(p.stem[3:]) for p in imgs))
+    else:
+        scene = generate_scene(work / "scene", seed=0, size=args.size, year=2024, revisit_days=10)
     print(f"scene {args.size} x {args.size} px, {len(scene.dates)} dates ({time.perf_counter() - t0:.0f} s to make)")
     px = args.size * args.size
     rows: list[dict] = []

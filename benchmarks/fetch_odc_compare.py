@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ CROPMAP = ("import resource, sys; from cropmap.cli import main; rc = main(sys.ar
 
 def run(cmd: list[str]) -> tuple[float, float]:
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "CROPMAP_PROGRESS": "0",
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CROPMAP_PROGRESS": "0",
                                                                  "DASK_NUM_WORKERS": "2"})
     wall = time.perf_counter() - t0
     if r.returncode:

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from .errors import CropmapError
+from .sources.providers import PROVIDERS
 
 
 def _build(a: argparse.Namespace) -> None:
@@ -214,7 +215,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--wfs-url", help="--departement: WFS 2.0 serving ADMIN EXPRESS (default the Géoplateforme's)")
     g.add_argument("--start", required=True, help="first acquisition date, YYYY-MM-DD")
     g.add_argument("--end", required=True, help="last acquisition date, YYYY-MM-DD (inclusive)")
-    g.add_argument("--source", default="earth-search", choices=["earth-search", "planetary-computer", "earth-engine"],
+    g.add_argument("--source", default="earth-search", choices=list(PROVIDERS),
                    help="imagery provider (default earth-search: sentinel-2-c1-l2a, no account; planetary-computer: "
                         "sentinel-2-l2a, signed URLs, optional key in $PC_SDK_SUBSCRIPTION_KEY; earth-engine: "
                         "S2_SR_HARMONIZED through xee, needs an account and cropmap[gee])")

@@ -37,6 +37,7 @@ from .config import TrainConfig, load_config
 from .configfile import config_yaml
 from .data.collate import pad_collate
 from .data.patches import PatchDataset
+from .dataset.splits import TINY_SPLIT_PATCHES
 from .dataset.store import dataset_info
 from .errors import CropmapError
 from .hierarchy import HierarchicalLoss, Hierarchy, level_counts
@@ -255,9 +256,6 @@ def selection_rule(module: "CropModule", epochs_run: int) -> str:
 def scheduled_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
     """The epochs to train: ``config.epochs``, raised until the schedule lasts ``config.min_steps`` steps."""
     return max(config.epochs, -(-config.min_steps // max(steps_per_epoch, 1)))
-
-
-TINY_SPLIT_PATCHES = 4  # as cropmap.dataset.build: fewer patches make a noisy selection
 
 
 def warn_tiny_splits(data, names, train_counts: np.ndarray, val_counts: np.ndarray, n_train: int, n_val: int,

@@ -28,7 +28,7 @@ from .preprocessing import Preprocessing, imagery_source
 from ..sources.parcels import read_parcels
 from .blocks import DEFAULT_BLOCK, PATCH_VARS, band_norm, block_jobs, compact, run_blocks
 from .rasterize import border_mask, labels_from_parcels, rasterize_parcels, to_grid_crs
-from .splits import SPLITS, class_aware_splits, patch_origins, split_coverage
+from .splits import SPLITS, TINY_SPLIT_PATCHES, class_aware_splits, patch_origins, split_coverage
 from .store import FORMAT_VERSION
 from .timegrid import TimeGrid
 
@@ -199,10 +199,6 @@ def _zeros(shape: tuple[int, ...], dtype):
     import dask.array as da
 
     return da.zeros(shape, dtype=dtype, chunks=(1, *shape[1:]))
-
-
-# a split this small gives a noisy selection or score: say so
-TINY_SPLIT_PATCHES = 4
 
 
 def warn_split_coverage(cov: np.ndarray, names, imagery: Path | str) -> None:

@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import CropmapError
+from .composite import DEFAULT_KEEP_SCL  # noqa: F401  (the default record, imported from here by checkpoint)
 
 log = logging.getLogger(__name__)
-
-from .composite import DEFAULT_KEEP_SCL  # noqa: E402,F401  (the default record)
 
 
 @dataclass(frozen=True)

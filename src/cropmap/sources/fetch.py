@@ -11,19 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
 from ..errors import CropmapError
 from .grid import target_grid
-from .providers import PROVIDERS, FetchRequest, provider
-from .zarr_cube import BLOCK, CHUNK
+from .providers import FetchRequest, provider
+from .zarr_cube import BLOCK, CHUNK, written_flags
 
 log = logging.getLogger(__name__)
-
-SOURCES = tuple(PROVIDERS)
-
 
 @dataclass(frozen=True)
 class FetchImagerySummary:
@@ -73,6 +69,7 @@ def fetch_imagery(bbox: Sequence[float] | None, out: Path | str, *, start: str, 
         raise CropmapError(f"--start {start} is after --end {end}")
     if block <= 0 or block % CHUNK:
         raise CropmapError(f"--block {block}: expected a positive multiple of {CHUNK} px")
+    flags = None
     if out.exists():
         if not is_zarr(out):
             raise CropmapError(f"{out}: exists and is not a Zarr cube; remove it or write elsewhere")
@@ -95,7 +92,6 @@ def fetch_imagery(bbox: Sequence[float] | None, out: Path | str, *, start: str, 
         area = f"bbox {tuple(bbox)} ({bbox_crs})"
     dst_crs, transform, width, height = target_grid(bbox, bbox_crs, crs)
     w, s, e, n = transform_bounds(CRS.from_user_input(bbox_crs), "EPSG:4326", *bbox, densify_pts=21)
-    flags = written_flags(out) if out.exists() else None
     done_before = int(flags.reshape(len(flags), -1).all(axis=1).sum()) if flags is not None else 0
     options = {k: v for k, v in dict(stac_url=stac_url, collection=collection, token_url=token_url,
                                      ee_project=ee_project, mask=mask, cs_threshold=cs_threshold).items()
@@ -115,10 +111,3 @@ def fetch_imagery(bbox: Sequence[float] | None, out: Path | str, *, start: str, 
                           "cloud_mask": "scl" if plan.scl else f"cloud score+ cs_cdf >= {cs_threshold:g}"})
     return FetchImagerySummary(out, plan.dates, plan.n_items, dst_crs, transform, width, height, done_before)
 
-
-def written_flags(path: Path) -> np.ndarray | None:
-    """The ``written`` flags of the cube at ``path``; None when it has none (not one write_cube started)."""
-    from .zarr_cube import _open
-
-    ds = _open(path)
-    return ds["written"].values.astype(bool) if "written" in ds else None

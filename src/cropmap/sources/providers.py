@@ -11,13 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
-
-from affine import Affine
-from rasterio.crs import CRS
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import CropmapError
-from .zarr_cube import ReadStep
+
+if TYPE_CHECKING:  # the table is read by the command line at start-up: no rasterio or xarray import here
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from .zarr_cube import ReadStep
 
 # name -> module under cropmap.sources
 PROVIDERS = {
@@ -69,6 +71,3 @@ def provider(name: str) -> Provider:
         raise CropmapError(f"unknown imagery source {name!r}; expected one of {', '.join(PROVIDERS)}")
     return importlib.import_module(f"{__package__}.{PROVIDERS[name]}")
 
-
-def names() -> Sequence[str]:
-    return tuple(PROVIDERS)

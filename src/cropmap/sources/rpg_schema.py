@@ -21,7 +21,6 @@ YEAR_FIELD = "RPG_YEAR"
 REQUIRED = ("ID_PARCEL", "CODE_CULTU")
 # the parcels layer among an edition's GeoPackages (RPG 3.0 ships eight: parcels, islands, hedges, ...)
 PARCEL_FILE_NAMES = ("RPG_PARCELLES", "PARCELLES_GRAPHIQUES")
-_GEOMETRY_NAMES = ("geometry", "geom", "the_geom", "wkb_geometry", "shape")
 
 
 def normalise(gdf: gpd.GeoDataFrame, year: int | None, where: str) -> gpd.GeoDataFrame:
@@ -75,6 +74,3 @@ def is_parcels_member(name: str) -> bool:
     stem = Path(name.replace("\\", "/")).name.upper()
     return any(stem == f"{k}.GPKG" or stem == f"{k}.SHP" for k in PARCEL_FILE_NAMES)
 
-
-def geometry_names() -> tuple[str, ...]:
-    return _GEOMETRY_NAMES

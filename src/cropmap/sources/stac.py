@@ -251,9 +251,6 @@ def _overlaps(a: Sequence[float], b: Sequence[float], margin: float = 0.01) -> b
     return a[0] - margin <= b[2] and b[0] - margin <= a[2] and a[1] - margin <= b[3] and b[1] - margin <= a[3]
 
 
-GDAL_ENV_KEYS = tuple(GDAL_ENV)
-
-
 def plan_stac(src: Source, request):
     """Search ``src`` for ``request`` (a :class:`~cropmap.sources.providers.FetchRequest`) and return the
     plan: one time step per solar day, each block read by :func:`read_day`."""

@@ -88,8 +88,7 @@ def write_cube(path: Path | str, times: Sequence[dt.date | dt.datetime | np.date
         raise CropmapError(f"block {block}: expected a positive multiple of the chunk ({chunk} px)")
     grid = blocks(width, height, block)
     if path.exists():
-        written = _existing_steps(path, stamps, crs, transform, width, height, scl)
-        block = int(_open(path).attrs.get("block", block))  # the store's own blocks
+        written, block = _existing_steps(path, stamps, crs, transform, width, height, scl)  # the store's blocks
         grid = blocks(width, height, block)
     else:
         _lay_out(path, stamps, crs, transform, width, height, scl, chunk, block, attrs or {})
@@ -186,7 +185,7 @@ def _lay_out(path: Path, stamps: np.ndarray, crs: CRS, transform: Affine, width:
 
 
 def _existing_steps(path: Path, stamps: np.ndarray, crs: CRS, transform: Affine, width: int, height: int,
-                    scl: bool) -> np.ndarray:
+                    scl: bool) -> tuple[np.ndarray, int]:
     ds = _open(path)
     same = ("written" in ds and ds["written"].ndim == 3 and ds.sizes.get("time") == len(stamps)
             and (ds["time"].values.astype("datetime64[ns]") == stamps).all()
@@ -196,7 +195,13 @@ def _existing_steps(path: Path, stamps: np.ndarray, crs: CRS, transform: Affine,
     if not same:
         raise CropmapError(f"{path}: exists with another time axis or grid (or from an older cropmap); remove it "
                            "or write elsewhere")
-    return ds["written"].values.astype(bool)
+    return ds["written"].values.astype(bool), int(ds.attrs.get("block", BLOCK))
+
+
+def written_flags(path: Path) -> np.ndarray | None:
+    """The ``written`` flags (time, block row, block column) of the cube at ``path``; None when it has none."""
+    ds = _open(path)
+    return ds["written"].values.astype(bool) if "written" in ds else None
 
 
 def _open(path: Path) -> xr.Dataset:
