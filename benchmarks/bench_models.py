@@ -36,7 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs from a checkout without install too
 
 from cropmap.config import ModelConfig
-from cropmap.models import MODELS, build_model, temporal
+from cropmap.models import FITTED_MODELS, MODELS, build_model, temporal
 from cropmap.models.fold import fold_batchnorm
 from cropmap.runtime import ENV_SWITCH, trim_heap, tune_allocator
 
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     tuned = tune_allocator()
     if a.quick:
         a.steps, a.sizes = [48], [128]
-    names = a.models or sorted(MODELS, key=lambda n: (n != DEFAULT, n))
+    names = a.models or sorted(set(MODELS) - set(FITTED_MODELS), key=lambda n: (n != DEFAULT, n))  # networks
     px_per_call = a.px_per_call or (1 << 18 if device.type == "cuda" else 1 << 14)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -39,7 +39,8 @@ def _train(a: argparse.Namespace) -> None:
     model = dict(name=a.model, hidden=a.hidden, embed_dim=a.embed_dim, unet_base=a.unet_base, unet_depth=a.unet_depth)
     # --resume starts from the run's own config.yaml; options given must then agree with it
     base = a.config or (a.out / CONFIG_NAME if a.resume and a.out and (a.out / CONFIG_NAME).exists() else None)
-    cfg = load_config(TrainConfig, base, model=model, epochs=a.epochs, min_steps=a.min_steps, batch_size=a.batch_size, lr=a.lr,
+    forest = dict(trees=a.trees, max_pixels=a.max_pixels)
+    cfg = load_config(TrainConfig, base, model=model, forest=forest, epochs=a.epochs, min_steps=a.min_steps, batch_size=a.batch_size, lr=a.lr,
                       seed=a.seed, max_steps=a.max_steps, num_workers=a.num_workers, crop=a.crop,
                       threads=a.threads, accelerator=a.accelerator, levels=a.levels, patience=a.patience,
                       loss=a.loss, focal_gamma=a.focal_gamma, class_weights=a.class_weights,
@@ -273,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
                    help="print the resolved configuration as a commented YAML file and exit")
     t.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last completed epoch (same config)")
-    t.add_argument("--model", help="registered model name (default tempcnn-unet)")
+    t.add_argument("--model", help="registered model name (default tempcnn-unet; rf: the random-forest baseline)")
     t.add_argument("--epochs", type=int, help="passes over the training patches")
     t.add_argument("--min-steps", type=int, help="the schedule lasts at least this many optimiser steps: on a small "
                                                  "area the epochs are raised until it does (default 300; 0: off)")
@@ -289,6 +290,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--embed-dim", type=int, help="temporal embedding size D")
     t.add_argument("--unet-base", type=int, help="U-Net channels at full resolution")
     t.add_argument("--unet-depth", type=int, help="U-Net down-sampling steps")
+    t.add_argument("--trees", type=int, help="--model rf: trees in the forest (default 100)")
+    t.add_argument("--max-pixels", type=int, help="--model rf: train pixels used at most, large classes capped to a "
+                                                  "common quota (default 100000; 0: all)")
     t.add_argument("--levels", nargs="+", metavar="LEVEL",
                    help="one head per level, the dataset's first, e.g. crop group coarse (default: one flat head)")
     t.add_argument("--patience", type=int, help="stop after this many validations without val mIoU gain (0: off)")

@@ -49,8 +49,21 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ForestConfig:
+    """The random-forest baseline (``model.name: rf``), fitted by scikit-learn on per-pixel features."""
+
+    trees: int = 100  # trees in the forest
+    # train pixels used at most: a class with more is subsampled to a common quota, smaller classes are kept
+    # whole (so a departement fits in memory and rare classes are not drowned); 0: every train pixel
+    max_pixels: int = 100_000
+    min_samples_leaf: int = 1  # 1: fully grown trees (pure leaves, the smallest checkpoint per pixel used)
+    max_features: str = "sqrt"  # features tried per split: "sqrt", "log2" or "all"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the network (a name in the model registry and its sizes)
+    forest: ForestConfig = field(default_factory=ForestConfig)  # model rf only: the forest's size and sampling
     epochs: int = 12  # passes over the training patches; the learning rate follows a cosine over them
     # the schedule lasts at least this many optimiser steps: on a small area, where an epoch is a few steps,
     # the epochs are raised until it does (0: epochs alone)

@@ -71,6 +71,9 @@ def export_onnx(run: Path | str, out: Path | str, *, opset: int | None = None, o
         raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
     onnx, ort = _import_onnx()
     ckpt = load_checkpoint(run)
+    if ckpt.model_name == "rf":
+        raise CropmapError(f"{run}: a random forest (rf) has no ONNX export here (its tree traversal loops until "
+                           "every pixel reaches a leaf); predict with `cropmap predict --run`")
     model = ckpt.build()
     proto = _to_onnx(model, ckpt, opset, run)
     metadata = _metadata(ckpt)

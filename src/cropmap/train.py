@@ -368,6 +368,10 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
     with the weights and metrics the uninterrupted run would have had. ``echo`` receives one-line notes
     (parameter count, class weights, resume point, early stop); the CLI prints them.
     """
+    if config.model.name == "rf":  # fitted, not trained by gradient descent: its own loop
+        from .train_forest import train_forest
+
+        return train_forest(data, out, config, overwrite=overwrite, resume=resume, echo=echo)
     echo = rank_zero_only(echo or log.info)  # one note per run, not one per DDP process
     _quiet_lightning()
     check_config(config)

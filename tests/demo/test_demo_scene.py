@@ -145,10 +145,10 @@ def test_demo_command_runs_every_stage(tmp_path):
 
     console = Console(record=True, width=200)
     results = run_demo(tmp_path / "demo", size=192, epochs=1, console=console)
-    assert set(results) == {"tempcnn-unet", "tempcnn-pixel"}
+    assert set(results) == {"tempcnn-unet", "tempcnn-pixel", "rf"}
     assert all(0 <= r["miou"] <= 1 and r["parameters"] > 0 for r in results.values())
     text = console.export_text()
-    assert "test mIoU: tempcnn-unet" in text and "demo finished" in text
+    assert "test mIoU: tempcnn-unet" in text and "rf " in text and "cropmap compare" in text and "demo finished" in text
     for name in ("map.tif", "map.confidence.tif", "map.quicklook.png", "parcels_pred.gpkg", "audit.csv",
-                 "runs/tempcnn-unet/report.html", "runs/tempcnn-pixel/metrics.json"):
+                 "runs/tempcnn-unet/report.html", "runs/tempcnn-pixel/metrics.json", "runs/rf/metrics.json"):
         assert (tmp_path / "demo" / name).exists(), name

@@ -3,11 +3,11 @@ BatchNorm folding, row-band chunking of the temporal CNN, and the strided (cheap
 
 import pytest
 import torch
-from test_models import SMALL
+from test_models import NETWORKS, SMALL
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
-from cropmap.models import MODELS, build_model, temporal
+from cropmap.models import build_model, temporal
 from cropmap.models.fold import fold_batchnorm
 
 
@@ -38,7 +38,7 @@ def _batchnorms(model: torch.nn.Module) -> int:
     return sum(isinstance(m, _BatchNorm) for m in model.modules())
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", NETWORKS)
 def test_folded_model_gives_the_same_logits(name):
     model = _random_norms(build_model(name, in_channels=4, num_classes=5, **SMALL[name]))
     folded = fold_batchnorm(model)

@@ -8,6 +8,9 @@ from typing import Any, Callable
 from torch import nn
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+# fitted in one go by their own trainer (cropmap.train_forest), not by gradient descent: no gradients and a
+# fixed T, so the networks' shared tests (backward, any T, masking) do not apply; they have their own
+FITTED_MODELS = ("rf",)
 
 
 def register(name: str) -> Callable:

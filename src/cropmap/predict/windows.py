@@ -63,9 +63,13 @@ def receptive_radius(model: torch.nn.Module, in_channels: int, multiple: int = 1
     """How far (in pixels) an input pixel can change the model's output, measured by the gradient of
     a ``multiple`` x ``multiple`` block of outputs; None when it reaches the probe's edge at ``max_probe``
     (a model with global context). Models that declare ``global_context`` (e.g. U-TAE, whose GroupNorm
-    pools over the whole window) are not probed: the probe would grow to ``max_probe`` for nothing."""
+    pools over the whole window) are not probed: the probe would grow to ``max_probe`` for nothing; nor are
+those that declare their ``receptive_radius`` in pixels (the random forest)."""
     if any(getattr(m, "global_context", False) for m in model.modules()):
         return None
+    declared = [m.receptive_radius for m in model.modules() if isinstance(getattr(m, "receptive_radius", None), int)]
+    if declared:  # a model without gradients to probe (the random forest: 0, pixel-wise) says it itself
+        return max(declared)
     was_training = model.training
     model.eval()
     try:
