@@ -40,7 +40,6 @@ from .losses import label_counts
 from .metrics import confusion_matrix, metrics_from_confusion
 from .models import build_model
 from .models.forest import forest_tensors
-from .nomenclature import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
