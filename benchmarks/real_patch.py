@@ -1,7 +1,7 @@
 """The whole CLI pipeline on a real Sentinel-2 patch: be-lpis-2018-patch -> build -> train -> evaluate.
 
-    python benchmarks/real_patch.py            # README figures: 3 spatial splits x each model + RF
-    python benchmarks/real_patch.py --quick    # smoke run: 1 split, tempcnn-pixel for 2 steps, 20 trees
+    python benchmarks/real_patch.py            # README figures: 5 seeds x (3 networks + rf)
+    python benchmarks/real_patch.py --quick    # smoke run: 1 seed, tempcnn-pixel for 2 steps, rf of 20 trees
 
 The patch (../shared/data/realdata/be-lpis-2018-patch; never copied into the project, see its
 PROVENANCE.txt) is 64 x 64 px of Flanders at 10 m, 118 Sentinel-2 L2A dates (Aug 2017 - Nov 2018) with
@@ -18,9 +18,12 @@ build's patch grid, so every patch holds its own pieces and the spatial split ca
 more than one split; the 1 px border erosion then also leaves a guard band at every cut.
 ``--parcels regions`` keeps whole regions (each lands in one split, often leaving a split without a class).
 
-Then ``cropmap build`` (16 px patches: 16 blocks, 50/20/30 train/val/test, no background class),
-``cropmap train`` for tempcnn-pixel, tempcnn-unet and utae (30 epochs, batch 4), ``cropmap evaluate`` on test, and a random forest
-(500 trees) on the same train/test pixels read back from the dataset, for several split seeds.
+Then, for each seed s (5 by default): ``cropmap build --seed s`` (16 px patches: 16 blocks, 50/20/30
+train/val/test, no background class: seed s draws the spatial split), ``cropmap train --seed s`` for
+tempcnn-pixel, tempcnn-unet and utae (30 epochs, batch 4, cropmap's defaults otherwise) and for the
+product's random forest (``--model rf --trees 500 --max-pixels 0``: every train pixel), and
+``cropmap evaluate`` of each on that split's test pixels. A seed is thus one spatial split and one
+model seed; each network is compared with the forest run by run (paired: same split, same seed).
 Results go to benchmarks/results/real_patch.json.
 """
 
@@ -37,13 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from realdata_common import REAL, RESULTS, cpu_seconds  # noqa: E402  (beside this script)
+from realdata_common import REAL, RESULTS, cpu_seconds, paired, paired_line, summarise  # noqa: E402  (beside this script)
 
 PATCH = REAL / "be-lpis-2018-patch"
 PATCH_SIZE = 16  # 64 px / 16 = 16 spatial blocks, 13 of them labelled
 # 50/20/30 rather than the build's default 60/20/20: the test split is 2 blocks at 20 % and 4-5 at 30 %
 SPLIT_FRACTIONS = (0.5, 0.2, 0.3)
-DEFAULT_MODELS = ("tempcnn-pixel", "tempcnn-unet", "utae")  # those registered; --models for others
+DEFAULT_MODELS = ("tempcnn-pixel", "tempcnn-unet", "utae")  # networks; --models for others
+FOREST = "rf"  # the product's random-forest baseline, trained and evaluated through the same CLI
 
 
 def cropmap_cli() -> list[str]:
@@ -138,31 +142,6 @@ def split_report(data: Path) -> dict:
     return report
 
 
-def random_forest(data: Path, *, trees: int, seed: int) -> dict:
-    """RF on the dataset's train pixels (flattened C x T reflectance), scored on its test pixels."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    from cropmap.dataset.store import dataset_info, open_dataset
-    from cropmap.metrics import confusion_matrix, metrics_from_confusion
-    from cropmap.nomenclature import IGNORE_INDEX
-
-    ds = open_dataset(data)
-    names = dataset_info(data).class_table.names
-
-    def pixels(split: str) -> tuple[np.ndarray, np.ndarray]:
-        sel = ds["split"].values == split
-        x = ds["x"].values[sel].astype(np.float32) / 10000.0  # [N, C, T, P, P]
-        y = ds["label"].values[sel]  # [N, P, P]
-        keep = y != IGNORE_INDEX
-        feats = x.transpose(0, 3, 4, 1, 2)[keep]  # [pixels, C, T]
-        return feats.reshape(len(feats), -1), y[keep]
-
-    xtr, ytr = pixels("train")
-    xte, yte = pixels("test")
-    rf = RandomForestClassifier(n_estimators=trees, n_jobs=2, random_state=seed).fit(xtr, ytr)
-    return metrics_from_confusion(confusion_matrix(yte, rf.predict(xte), len(names)), names)
-
-
 def write_results(out: dict, folder: Path, quick: bool) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ("real_patch.quick.json" if quick else "real_patch.json")
@@ -172,12 +151,13 @@ def write_results(out: dict, folder: Path, quick: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 split, tempcnn-pixel for 2 steps, 20 trees")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs per model (default 30)")
-    p.add_argument("--splits", type=int, default=None, help="build seeds = spatial splits (default 3, quick 1)")
-    p.add_argument("--first-split", type=int, default=0, help="seed of the first split (to run splits in parallel)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, tempcnn-pixel for 2 steps, rf of 20 trees")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs per network (default 30)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds: spatial split and model seed (default 5, quick 1)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed (to run seeds in parallel)")
     p.add_argument("--trees", type=int, default=None, help="random-forest trees (default 500, quick 20)")
-    p.add_argument("--models", nargs="*", default=None, help="registered models (default: tempcnn-pixel tempcnn-unet utae)")
+    p.add_argument("--models", nargs="*", default=None, help="registered networks (default: tempcnn-pixel tempcnn-unet utae)")
+    p.add_argument("--train-args", default="", help="extra `cropmap train` options for the networks, e.g. '--min-steps 1000'")
     p.add_argument("--parcels", choices=("blocks", "regions"), default="blocks",
                    help="label regions cut along the patch grid (default) or kept whole")
     p.add_argument("--workdir", type=Path, default=None, help="keep the inputs, datasets and runs here")
@@ -190,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from cropmap.models import MODELS
 
     models = args.models or (["tempcnn-pixel"] if args.quick else [m for m in DEFAULT_MODELS if m in MODELS])
-    n_splits = args.splits or (1 if args.quick else 3)
+    n_seeds = args.seeds or (1 if args.quick else 5)
     trees = args.trees or (20 if args.quick else 500)
     start = time.perf_counter()
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="cropmap-real-patch-")
@@ -202,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"be-lpis-2018-patch: {inputs['dates']} dates; {inputs['regions']} label regions -> "
           f"{inputs['parcels']} parcels ({args.parcels}); labelled pixels {inputs['label_pixels']}")
     out: dict = {"settings": {"quick": args.quick, "epochs": args.epochs, "trees": trees, "patch_size": PATCH_SIZE,
-                              "parcels": args.parcels, "models": models, "threads": args.threads},
+                              "parcels": args.parcels, "models": models, "threads": args.threads,
+                              "train_args": args.train_args, "seeds": n_seeds},
+                 "protocol": f"{n_seeds} seed(s), each one spatial split (build --seed) and the models' seed",
                  "inputs": inputs, "splits": []}
-    for seed in range(args.first_split, args.first_split + n_splits):
+    for seed in range(args.first_seed, args.first_seed + n_seeds):
         data = work / f"dataset-{seed}.zarr"
         secs = run(cli + ["build", "--imagery", str(work / "imagery"), "--parcels", str(work / "parcels.gpkg"),
                           "--out", str(data), "--patch-size", str(PATCH_SIZE), "--classes", str(work / "classes.csv"),
@@ -214,13 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"split {seed} (build {secs:.0f} s): " + "; ".join(
             f"{s} {r['patches']} patches, {r['parcels']} parcels, px {r['pixels']}" for s, r in report.items()))
         entry: dict = {"seed": seed, "build_s": round(secs, 1), "split": report, "models": {}}
-        for name in models:
+        for name in [*models, FOREST]:
             rundir = work / f"run-{name}-{seed}"
             train = cli + ["train", "--data", str(data), "--out", str(rundir), "--model", name, "--seed", str(seed),
-                           "--epochs", str(args.epochs), "--batch-size", "4", "--threads", str(args.threads),
-                           "--accelerator", "cpu", "--overwrite"]
-            if args.quick:
-                train += ["--max-steps", "2"]
+                           "--threads", str(args.threads), "--overwrite"]
+            if name == FOREST:
+                train += ["--trees", str(trees), "--max-pixels", "0"]
+            else:
+                train += ["--epochs", str(args.epochs), "--batch-size", "4", "--accelerator", "cpu",
+                          *args.train_args.split()]
+                if args.quick:
+                    train += ["--max-steps", "2"]
             t_train = run(train, work / f"train-{name}-{seed}.log")
             t_eval = run(cli + ["evaluate", "--run", str(rundir), "--data", str(data), "--split", "test"],
                          work / f"evaluate-{name}-{seed}.log")
@@ -229,25 +215,23 @@ def main(argv: list[str] | None = None) -> int:
                                      "pixels": m["pixels"], "train_s": round(t_train, 1), "evaluate_s": round(t_eval, 1),
                                      "per_class_f1": {c["class"]: c["f1"] for c in m["per_class"]}}
             print(f"  {name:<15} OA {m['overall_accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  mIoU {m['miou']:.3f}"
-                  f"  (train {t_train:.0f} s)")
-        t0 = time.perf_counter()
-        m = random_forest(data, trees=trees, seed=seed)
-        entry["models"]["random-forest"] = {"oa": m["overall_accuracy"], "macro_f1": m["macro_f1"], "miou": m["miou"],
-                                            "pixels": m["pixels"], "train_s": round(time.perf_counter() - t0, 1),
-                                            "per_class_f1": {c["class"]: c["f1"] for c in m["per_class"]}}
-        print(f"  {'random-forest':<15} OA {m['overall_accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  mIoU {m['miou']:.3f}")
+                  f"  (train {t_train:.0f} s)", flush=True)
         out["splits"].append(entry)
-        write_results(out, args.results, args.quick)  # after every split, so a cut-short run still leaves figures
+        write_results(out, args.results, args.quick)  # after every seed, so a cut-short run still leaves figures
 
+    keys = ("oa", "macro_f1", "miou")
     out["summary"] = {}
-    print(f"\n{'model':<15} {'OA':>15} {'macro-F1':>15} {'mIoU':>15}   (test pixels, {n_splits} spatial split(s))")
-    for name in [*models, "random-forest"]:
-        row = {}
-        for k in ("oa", "macro_f1", "miou"):
-            v = np.array([e["models"][name][k] for e in out["splits"]])
-            row[k] = {"mean": float(v.mean()), "std": float(v.std())}
+    print(f"\n{'model':<15} {'OA':>15} {'macro-F1':>15} {'mIoU':>15}   (test pixels, mean ± sd over {n_seeds} seed(s))")
+    for name in [*models, FOREST]:
+        runs = [e["models"][name] for e in out["splits"]]
+        row = summarise(runs, keys)
+        if name != FOREST:
+            row["vs_rf"] = {k: paired(runs, [e["models"][FOREST] for e in out["splits"]], k) for k in keys}
         out["summary"][name] = row
-        print(f"{name:<15} " + " ".join(f"{row[k]['mean']:>7.3f} ± {row[k]['std']:.3f}" for k in ("oa", "macro_f1", "miou")))
+        print(f"{name:<15} " + " ".join(f"{row[k]['mean']:>7.3f} ± {row[k]['std']:.3f}" for k in keys))
+    for name in models:
+        for k in keys:
+            print("  " + paired_line(f"{name} {k}", FOREST, out["summary"][name]["vs_rf"][k]))
     out["wall_s"] = round(time.perf_counter() - start, 1)
     out["cpu_s"] = round(cpu_seconds(), 1)
     # on a shared machine wall time is inflated; CPU time (this process and its children) is not

@@ -1,7 +1,7 @@
-"""Pixel models on real time series: the ``tempcnn-pixel`` temporal encoder next to a random forest.
+"""cropmap's networks on real pixel time series, next to a random forest, 5 seeds each.
 
-    python benchmarks/real_points.py            # README figures (5 folds + 2 seeds, 60 epochs)
-    python benchmarks/real_points.py --quick    # smoke run: 2 folds, 2 epochs, 20 trees
+    python benchmarks/real_points.py            # README figures (5 spatial folds x 5 seeds; 5 seeds; 60 epochs)
+    python benchmarks/real_points.py --quick    # smoke run: 2 folds, 1 seed, tempcnn-pixel, 2 epochs, 20 trees
 
 Two datasets from ../shared/data/realdata (never copied into the project; see each PROVENANCE.txt):
 
@@ -9,13 +9,21 @@ Two datasets from ../shared/data/realdata (never copied into the project; see ea
   51 dekads (Sep 2022 - Jan 2024), about half the observations missing (clouds). Labels are grouped with
   WorldCereal's own ``CROPTYPE_INSEASON_FRANCE`` mapping; groups with fewer than 10 points and points
   outside the mapping (fallow, non-crop grass) are left out. 5-fold cross-validation, stratified and
-  grouped by point (sample ids are unique: each point is its own group).
+  grouped by spatial block (``--block-deg`` cells of 0.1 degree, about 11 x 7 km): points of one block are
+  all in the same fold, so neighbouring fields of one farm or one soil cannot sit on both sides of a
+  fold (each point as its own group, the earlier protocol, was plain stratified CV).
 * ``formosat2-tempcnn``: the FORMOSAT-2 pixels of the TempCNN paper's example (13 classes, 260 train /
-  260 test pixels from disjoint polygons, 149 gap-filled dates); its own train/test split, 2 seeds.
+  260 test pixels from disjoint polygons, 149 gap-filled dates); its own train/test split.
 
-Both models see the same inputs: per-band standardised series (statistics from the training part),
-missing dekads filled by linear interpolation in time. The random forest (500 trees) gets them
-flattened to ``C x T`` features. Results go to benchmarks/results/real_points.json.
+Protocol: every (fold, seed) trains each network with that seed and fits the random forest with that
+seed, on the same training part, scored on the same test part; results are mean ± sd over those runs
+and a paired comparison of each network against the forest (mean and sd of the per-run difference,
+wins / losses, Wilcoxon signed-rank p-value). The networks are the registry's, with cropmap's default
+model configuration, fed as 1 x 1 images ``[N, C, T, 1, 1]`` (so tempcnn-unet's U-Net and U-TAE's
+spatial encoder see one pixel: on point data they are temporal models with extra layers). All models
+see the same inputs: per-band standardised series (statistics from the training part), missing
+dekads filled by linear interpolation in time; the random forest (500 trees) gets them flattened to
+``C x T`` features. Results go to benchmarks/results/real_points.json.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from realdata_common import REAL, RESULTS, cpu_seconds  # noqa: E402  (beside this script)
+from realdata_common import REAL, RESULTS, cpu_seconds, paired, paired_line, summarise  # noqa: E402  (beside this script)
 
 RPG_BANDS = ("B02", "B03", "B04", "B08")  # the four 10 m bands cropmap's pipeline uses
 MIN_POINTS = 10  # smallest class kept: 5 folds need at least 2 points per class per fold to mean anything
+NETWORKS = ("tempcnn-pixel", "tempcnn-unet", "utae")
 
 
 def gap_fill(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -64,8 +73,14 @@ def load_rpg_points(folder: Path) -> dict:
     # the dekad starts are labelled; the composite is centred 5 days later
     doy = np.array([(dt.date.fromisoformat(s) + dt.timedelta(days=5)).timetuple().tm_yday for s in d["dates"]])
     y = np.array([keep_names.index(n) for n in label[keep]])
-    return {"x": x, "doy": doy, "y": y, "names": keep_names, "groups": d["sample_id"][keep],
+    return {"x": x, "doy": doy, "y": y, "names": keep_names, "lat": d["lat"][keep], "lon": d["lon"][keep],
             "dropped": int((~keep).sum()), "valid_fraction": float((raw != 65535).mean())}
+
+
+def spatial_blocks(lat: np.ndarray, lon: np.ndarray, deg: float) -> np.ndarray:
+    """``[N]`` id of the ``deg`` x ``deg`` degree cell each point falls in (the CV groups)."""
+    cells = np.stack([np.floor(lat / deg), np.floor(lon / deg)], axis=1).astype(np.int64)
+    return np.unique(cells, axis=0, return_inverse=True)[1].ravel()
 
 
 def load_formosat2(folder: Path) -> dict:
@@ -87,17 +102,19 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [np.nan_to_num((a - mean) / std, nan=0.0).astype(np.float32) for a in (train, *others)]
 
 
-def train_tempcnn(x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_classes: int, *, epochs: int, seed: int,
-                  hidden: int = 32, batch_size: int = 32, lr: float = 2e-3):
-    """Train the registry's ``tempcnn-pixel`` on series ``[N, T, C]`` fed as 1 x 1 images ``[N, C, T, 1, 1]``."""
+def train_network(name: str, x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_classes: int, *, epochs: int,
+                  seed: int, batch_size: int = 32, lr: float = 2e-3):
+    """Train the registry's ``name`` (cropmap's default ModelConfig, dropout 0.2) on series ``[N, T, C]`` fed
+    as 1 x 1 images ``[N, C, T, 1, 1]``."""
     import torch
     import torch.nn.functional as F
 
+    from cropmap.config import ModelConfig
     from cropmap.models import build_model
 
     torch.manual_seed(seed)
-    model = build_model("tempcnn-pixel", in_channels=x.shape[2], num_classes=num_classes, hidden=hidden,
-                        embed_dim=hidden, dropout=0.2)  # hidden = embed_dim = 32: cropmap's ModelConfig default
+    model = build_model(name, in_channels=x.shape[2], num_classes=num_classes,
+                        **ModelConfig(name=name, dropout=0.2).kwargs())
     xt = torch.from_numpy(x).permute(0, 2, 1)[..., None, None].contiguous()  # [N, C, T, 1, 1]
     yt = torch.from_numpy(y).long()[:, None, None]  # [N, 1, 1]
     doy_t = torch.as_tensor(doy, dtype=torch.float32)
@@ -120,7 +137,7 @@ def train_tempcnn(x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_classes: in
     return model
 
 
-def predict_tempcnn(model, x: np.ndarray, doy: np.ndarray) -> np.ndarray:
+def predict_network(model, x: np.ndarray, doy: np.ndarray) -> np.ndarray:
     import torch
 
     xt = torch.from_numpy(x).permute(0, 2, 1)[..., None, None].contiguous()
@@ -145,12 +162,23 @@ def scores(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
             "per_class_f1": {c["class"]: c["f1"] for c in m["per_class"]}}
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Mean and (population) standard deviation of OA and macro-F1 over folds or seeds."""
+def fit_all(args: argparse.Namespace, xtr, ytr, xte, yte, doy, names, seed: int) -> dict[str, dict]:
+    """Every network and the random forest on one train/test part with one seed: name -> scores."""
     out = {}
-    for k in ("oa", "macro_f1"):
-        v = np.array([r[k] for r in runs])
-        out[k] = {"mean": float(v.mean()), "std": float(v.std()), "runs": v.round(4).tolist()}
+    for name in args.models:
+        out[name] = scores(yte, predict_network(train_network(name, xtr, ytr, doy, len(names), epochs=args.epochs,
+                                                              seed=seed), xte, doy), names)
+    out["random-forest"] = scores(yte, random_forest(xtr, ytr, xte, trees=args.trees, seed=seed), names)
+    return out
+
+
+def report(runs: dict[str, list[dict]], models: list[str], keys: tuple[str, ...] = ("oa", "macro_f1")) -> dict:
+    """Per model: mean ± sd over the runs and every run; per network: the paired comparison with the forest."""
+    out = {m: {**summarise(r, keys), "runs": r} for m, r in runs.items()}
+    for m in models:
+        out[m]["vs_random_forest"] = {k: paired(runs[m], runs["random-forest"], k) for k in keys}
+        for k in keys:
+            print("  " + paired_line(f"{m} {k}", "random forest", out[m]["vs_random_forest"][k]), flush=True)
     return out
 
 
@@ -159,22 +187,24 @@ def run_rpg_points(args: argparse.Namespace) -> dict:
 
     data = load_rpg_points(REAL / "fr-rpg-points")
     x, y, names = data["x"], data["y"], data["names"]
+    groups = spatial_blocks(data["lat"], data["lon"], args.block_deg)
     print(f"fr-rpg-points: {len(y)} points x {x.shape[1]} dekads x {x.shape[2]} bands, {len(names)} classes "
-          f"({data['dropped']} points outside them left out), valid observations {data['valid_fraction']:.0%}", flush=True)
+          f"({data['dropped']} points outside them left out), valid observations {data['valid_fraction']:.0%}; "
+          f"{groups.max() + 1} spatial blocks of {args.block_deg} degree", flush=True)
     folds = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=0)
-    results: dict[str, list[dict]] = {"tempcnn-pixel": [], "random-forest": []}
-    for k, (tr, te) in enumerate(folds.split(x, y, groups=data["groups"])):
-        assert not set(data["groups"][tr]) & set(data["groups"][te])
+    runs: dict[str, list[dict]] = {m: [] for m in [*args.models, "random-forest"]}
+    for k, (tr, te) in enumerate(folds.split(x, y, groups=groups)):
+        assert not set(groups[tr]) & set(groups[te])
         xtr, xte = standardise(x[tr], x[te])
-        model = train_tempcnn(xtr, y[tr], data["doy"], len(names), epochs=args.epochs, seed=k)
-        results["tempcnn-pixel"].append(scores(y[te], predict_tempcnn(model, xte, data["doy"]), names))
-        results["random-forest"].append(scores(y[te], random_forest(xtr, y[tr], xte, trees=args.trees, seed=k), names))
-        print(f"  fold {k}: {len(tr)} train / {len(te)} test points; OA / macro-F1 tempcnn-pixel "
-              f"{results['tempcnn-pixel'][-1]['oa']:.3f} / {results['tempcnn-pixel'][-1]['macro_f1']:.3f}, random forest "
-              f"{results['random-forest'][-1]['oa']:.3f} / {results['random-forest'][-1]['macro_f1']:.3f}", flush=True)
-    return {"protocol": f"{args.folds}-fold StratifiedGroupKFold by point", "classes": names,
-            "n_points": len(y), "class_counts": np.bincount(y).tolist(),
-            **{m: {**summarise(r), "folds": r} for m, r in results.items()}}
+        for seed in range(args.seeds):
+            for m, r in fit_all(args, xtr, y[tr], xte, y[te], data["doy"], names, seed).items():
+                runs[m].append({**r, "fold": k, "seed": seed})
+            print(f"  fold {k} seed {seed}: {len(tr)} train / {len(te)} test points; OA / macro-F1 " + ", ".join(
+                f"{m} {runs[m][-1]['oa']:.3f} / {runs[m][-1]['macro_f1']:.3f}" for m in runs), flush=True)
+    return {"protocol": f"{args.folds}-fold StratifiedGroupKFold by {args.block_deg}-degree spatial block x "
+                        f"{args.seeds} seed(s)",
+            "classes": names, "n_points": len(y), "n_blocks": int(groups.max() + 1),
+            "class_counts": np.bincount(y).tolist(), **report(runs, args.models)}
 
 
 def run_formosat2(args: argparse.Namespace) -> dict:
@@ -184,24 +214,24 @@ def run_formosat2(args: argparse.Namespace) -> dict:
           f"{data['x_train'].shape[1]} dates x {data['x_train'].shape[2]} bands, {len(names)} classes, "
           f"polygons in both splits: {data['polygons_shared']}", flush=True)
     xtr, xte = standardise(data["x_train"], data["x_test"])
-    results: dict[str, list[dict]] = {"tempcnn-pixel": [], "random-forest": []}
+    runs: dict[str, list[dict]] = {m: [] for m in [*args.models, "random-forest"]}
     for seed in range(args.seeds):
-        model = train_tempcnn(xtr, data["y_train"], data["doy"], len(names), epochs=args.epochs, seed=seed)
-        results["tempcnn-pixel"].append(scores(data["y_test"], predict_tempcnn(model, xte, data["doy"]), names))
-        pred = random_forest(xtr, data["y_train"], xte, trees=args.trees, seed=seed)
-        results["random-forest"].append(scores(data["y_test"], pred, names))
-        print(f"  seed {seed}: OA / macro-F1 tempcnn-pixel {results['tempcnn-pixel'][-1]['oa']:.3f} / "
-              f"{results['tempcnn-pixel'][-1]['macro_f1']:.3f}, random forest {results['random-forest'][-1]['oa']:.3f} / "
-              f"{results['random-forest'][-1]['macro_f1']:.3f}", flush=True)
+        for m, r in fit_all(args, xtr, data["y_train"], xte, data["y_test"], data["doy"], names, seed).items():
+            runs[m].append({**r, "seed": seed})
+        print(f"  seed {seed}: OA / macro-F1 " + ", ".join(
+            f"{m} {runs[m][-1]['oa']:.3f} / {runs[m][-1]['macro_f1']:.3f}" for m in runs), flush=True)
     return {"protocol": f"own train/test split, {args.seeds} seed(s)", "classes": names,
-            **{m: {**summarise(r), "runs": r} for m, r in results.items()}}
+            **report(runs, args.models)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 folds, 1 seed, 2 epochs, 20 trees")
-    p.add_argument("--epochs", type=int, default=None, help="TempCNN epochs (default 60, quick 2)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 folds, 1 seed, tempcnn-pixel, 2 epochs, 20 trees")
+    p.add_argument("--epochs", type=int, default=None, help="network epochs (default 60, quick 2)")
     p.add_argument("--trees", type=int, default=None, help="random-forest trees (default 500, quick 20)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per fold (default 5, quick 1)")
+    p.add_argument("--models", nargs="+", default=None, help=f"networks (default {' '.join(NETWORKS)})")
+    p.add_argument("--block-deg", type=float, default=0.1, help="fr-rpg-points: spatial block size in degrees")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder for real_points[.quick].json")
     # 1 thread: the models are tiny, and on a shared machine a second OpenMP thread mostly spin-waits
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -214,22 +244,24 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    args.folds, args.seeds = (2, 1) if args.quick else (5, 2)
+    args.folds = 2 if args.quick else 5
+    args.seeds = args.seeds or (1 if args.quick else 5)
+    args.models = args.models or (["tempcnn-pixel"] if args.quick else list(NETWORKS))
     args.epochs = args.epochs or (2 if args.quick else 60)
     args.trees = args.trees or (20 if args.quick else 500)
     start = time.perf_counter()
     out = {"settings": {"quick": args.quick, "epochs": args.epochs, "trees": args.trees, "folds": args.folds,
-                        "seeds": args.seeds, "threads": args.threads},
-           }
+                        "seeds": args.seeds, "models": args.models, "block_deg": args.block_deg,
+                        "threads": args.threads}}
     runners = {"fr-rpg-points": run_rpg_points, "formosat2-tempcnn": run_formosat2}
     datasets = list(runners) if args.dataset == "all" else [args.dataset]
     for ds in datasets:
         out[ds] = runners[ds](args)
     out["wall_s"] = round(time.perf_counter() - start, 1)
 
-    print(f"\n{'dataset':<20} {'model':<15} {'OA':>15} {'macro-F1':>15}")
+    print(f"\n{'dataset':<20} {'model':<15} {'OA':>15} {'macro-F1':>15}   (mean ± sd over runs)")
     for ds in datasets:
-        for m in ("tempcnn-pixel", "random-forest"):
+        for m in [*args.models, "random-forest"]:
             r = out[ds][m]
             print(f"{ds:<20} {m:<15} {r['oa']['mean']:.3f} ± {r['oa']['std']:.3f}   "
                   f"{r['macro_f1']['mean']:.3f} ± {r['macro_f1']['std']:.3f}")

@@ -176,3 +176,68 @@ def test_hierarchical_train_evaluate_predict(hier_run, tiny_dataset, tiny_scene,
         a = src.read(1)
         assert json.loads(src.tags()["CLASS_NAMES"]) == list(table.names)
     assert set(np.unique(a)) <= set(range(table.num_classes)) | {255}
+
+
+def test_weighted_loss_weighs_each_level():
+    h = Hierarchy.from_table(TABLE)
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, h.total, 4, 4, generator=g)
+    y = torch.randint(-1, 6, (2, 4, 4), generator=g)
+    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    parts = [ce(z, t) for z, t in zip(h.split(logits), h.labels(y))]
+    got = HierarchicalLoss(h, weights=(1, 0.5, 0.1))(logits, y)
+    assert got.item() == pytest.approx((parts[0] + 0.5 * parts[1] + 0.1 * parts[2]).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="one weight per level"):
+        HierarchicalLoss(h, weights=(1, 0.5))
+
+
+@pytest.mark.parametrize("name", ["tempcnn-unet", "tempcnn-pixel"])
+def test_intermediate_heads_read_earlier_temporal_layers(name):
+    """ms-convSTAR's placement: the coarse level's head reads the first temporal layer, the group's the second,
+    the crop's the top. A change after the first layer leaves the coarse logits alone, not the others."""
+    from cropmap.models import build_model
+    from cropmap.models.tempcnn_unet import level_taps
+
+    h = Hierarchy.from_table(TABLE)
+    assert level_taps(h.sizes[1:], 3) == ((1, h.sizes[1]), (0, h.sizes[2]))
+    model = build_model(name, in_channels=4, num_classes=h.total, hidden=6, embed_dim=6, unet_base=4,
+                        temporal_layers=3, coarse_heads=list(h.sizes[1:])).eval()
+    x, doy = torch.randn(2, 4, 7, 8, 8), torch.linspace(10, 300, 7).expand(2, 7)
+    mask = torch.tensor([[True] * 7, [True] * 5 + [False] * 2])
+    with torch.no_grad():
+        before = h.split(model(x, doy, mask))
+        torch.testing.assert_close(model(x, doy, mask, reference=True), torch.cat(before, 1), rtol=1e-4, atol=1e-5)
+        model.temporal.convs[2].weight.mul_(3)
+        after = h.split(model(x, doy, mask))
+    assert [b.shape[1] for b in before] == list(h.sizes)
+    torch.testing.assert_close(after[2], before[2])
+    torch.testing.assert_close(after[1], before[1])
+    assert (after[0] - before[0]).abs().max() > 1e-4
+    with torch.no_grad():
+        model.temporal.convs[1].weight.mul_(3)
+        again = h.split(model(x, doy, mask))
+    torch.testing.assert_close(again[2], before[2])
+    assert (again[1] - before[1]).abs().max() > 1e-4
+
+
+def test_intermediate_heads_train_and_reload(tiny_dataset, tmp_path):
+    import json
+
+    from cropmap.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(run), "--epochs", "1", "--max-steps", "2",
+                 "--batch-size", "2", "--hidden", "8", "--embed-dim", "8", "--unet-base", "8", "--levels", "group",
+                 "coarse", "--level-heads", "intermediate", "--level-weights", "1", "0.5"]) == 0
+    ck = load_checkpoint(run)
+    assert ck.model_kwargs["coarse_heads"] == [Hierarchy.from_dict(ck.hierarchy).sizes[1]]
+    assert main(["evaluate", "--run", str(run), "--data", str(tiny_dataset)]) == 0
+    assert "group" in json.loads((run / "metrics.json").read_text(encoding="utf-8"))["heads"]
+    from cropmap.config import ModelConfig, TrainConfig
+    from cropmap.train import check_config
+
+    with pytest.raises(CropmapError, match="level_weights .* one weight per level"):
+        check_config(TrainConfig(levels=("group", "coarse"), level_weights=(1.0,)))
+    with pytest.raises(CropmapError, match="model utae has no intermediate temporal layers"):
+        check_config(TrainConfig(levels=("group", "coarse"), level_heads="intermediate",
+                                 model=ModelConfig(name="utae")))

@@ -29,29 +29,31 @@ def run_script(name: str, results: Path, *extra: str) -> dict:
 @pytest.mark.skipif(not (REAL / "fr-rpg-points").is_dir() or not (REAL / "formosat2-tempcnn").is_dir(),
                     reason="no real data in ../shared/data/realdata")
 def test_real_points_quick(tmp_path: Path) -> None:
-    pytest.importorskip("sklearn")
     out = run_script("real_points.py", tmp_path)
     rpg = out["fr-rpg-points"]
-    assert rpg["n_points"] == sum(rpg["class_counts"]) and len(rpg["tempcnn-pixel"]["folds"]) == 2
+    assert rpg["n_points"] == sum(rpg["class_counts"]) and len(rpg["tempcnn-pixel"]["runs"]) == 2
+    assert {r["fold"] for r in rpg["tempcnn-pixel"]["runs"]} == {0, 1} and rpg["n_blocks"] > 10  # spatial groups
     for ds in ("fr-rpg-points", "formosat2-tempcnn"):
         for model in ("tempcnn-pixel", "random-forest"):
             assert 0.0 <= out[ds][model]["oa"]["mean"] <= 1.0
+        cmp = out[ds]["tempcnn-pixel"]["vs_random_forest"]["oa"]  # paired run by run
+        assert cmp["n"] == len(out[ds]["random-forest"]["runs"]) and cmp["wins"] + cmp["ties"] + cmp["losses"] == cmp["n"]
     # the forest is a sanity floor: 13 balanced classes, chance is 1/13
     assert out["formosat2-tempcnn"]["random-forest"]["oa"]["mean"] > 0.3
 
 
 @pytest.mark.skipif(not (REAL / "be-lpis-2018-patch").is_dir(), reason="no real data in ../shared/data/realdata")
 def test_real_patch_quick(tmp_path: Path) -> None:
-    pytest.importorskip("sklearn")
     out = run_script("real_patch.py", tmp_path / "results", "--workdir", str(tmp_path / "work"))
     split = out["splits"][0]
     assert all(split["split"][s]["patches"] > 0 for s in ("train", "val", "test"))
     # every labelled parcel is in exactly one split
     assert sum(split["split"][s]["parcels"] for s in ("train", "val", "test")) <= out["inputs"]["parcels"]
     assert (tmp_path / "work" / "imagery").is_dir() and (tmp_path / "work" / "parcels.gpkg").is_file()
-    for model in ("tempcnn-pixel", "random-forest"):
+    for model in ("tempcnn-pixel", "rf"):  # rf: the product's forest, through the same CLI
         assert 0.0 <= split["models"][model]["oa"] <= 1.0
-        assert split["models"][model]["pixels"] == split["models"]["random-forest"]["pixels"]  # same test pixels
+        assert split["models"][model]["pixels"] == split["models"]["rf"]["pixels"]  # same test pixels
+    assert out["summary"]["tempcnn-pixel"]["vs_rf"]["oa"]["n"] == 1
 
 
 def test_scripts_skip_without_shared(tmp_path: Path) -> None:

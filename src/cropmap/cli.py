@@ -44,7 +44,8 @@ def _train(a: argparse.Namespace) -> None:
                       seed=a.seed, max_steps=a.max_steps, num_workers=a.num_workers, crop=a.crop,
                       threads=a.threads, accelerator=a.accelerator, levels=a.levels, patience=a.patience,
                       loss=a.loss, focal_gamma=a.focal_gamma, class_weights=a.class_weights,
-                      date_dropout=a.date_dropout, temporal_crop=a.temporal_crop, precision=a.precision,
+                      level_heads=a.level_heads, level_weights=a.level_weights, date_dropout=a.date_dropout,
+                      temporal_crop=a.temporal_crop, precision=a.precision,
                       devices=a.devices, num_nodes=a.num_nodes, strategy=a.strategy, logger=a.logger)
     if a.print_config:
         print(config_yaml(cfg, "cropmap train configuration (TrainConfig): use it with --config FILE;\n"
@@ -295,6 +296,11 @@ def parser() -> argparse.ArgumentParser:
                                                   "common quota (default 100000; 0: all)")
     t.add_argument("--levels", nargs="+", metavar="LEVEL",
                    help="one head per level, the dataset's first, e.g. crop group coarse (default: one flat head)")
+    t.add_argument("--level-heads", choices=["top", "intermediate"],
+                   help="--levels: every head on the last layer (top, default) or the coarser levels on earlier "
+                        "temporal layers (intermediate, as in ms-convSTAR)")
+    t.add_argument("--level-weights", nargs="+", type=float, metavar="W",
+                   help="--levels: loss weight per level, finest first (ms-convSTAR: 1 0.5 0.1; default 1 each)")
     t.add_argument("--patience", type=int, help="stop after this many validations without val mIoU gain (0: off)")
     t.add_argument("--loss", choices=["ce", "focal"], help="training loss (default ce)")
     t.add_argument("--focal-gamma", type=float, help="focal loss exponent (default 2)")

@@ -85,6 +85,11 @@ class TrainConfig:
     patience: int = 0  # stop when val mIoU has not improved for this many validations (0: never stop early)
     # one head per level with a summed loss, e.g. [crop, group, coarse] (the dataset's level first); [] = flat
     levels: tuple[str, ...] = ()
+    # where the coarser levels' heads sit: "top" (every head on the last layer) or "intermediate" (on earlier
+    # temporal layers, the coarser the earlier, as in ms-convSTAR; tempcnn models only)
+    level_heads: str = "top"
+    # loss weight per level, finest first (ms-convSTAR: 1, 0.5, 0.1); () = 1 for every level
+    level_weights: tuple[float, ...] = ()
     val_every: int = 1  # validate every this many epochs
     threads: int = 0  # torch CPU threads (0: torch's default)
     accelerator: str = "auto"  # "cpu", "gpu" or "auto"

@@ -153,20 +153,25 @@ def build_hierarchical(name: str, *, in_channels: int, hierarchy: Hierarchy, **k
 
 
 class HierarchicalLoss(nn.Module):
-    """Sum over levels of a per-level loss (default cross-entropy, IGNORE_INDEX skipped) of the raw
-    logits ``[B, total, H, W]`` against the finest labels ``[B, H, W]`` mapped to each level."""
+    """Weighted sum over levels of a per-level loss (default cross-entropy, IGNORE_INDEX skipped) of the raw
+    logits ``[B, total, H, W]`` against the finest labels ``[B, H, W]`` mapped to each level; ``weights``
+    finest first (default 1 each; ms-convSTAR weighs crop, group, coarse 1, 0.5, 0.1)."""
 
-    def __init__(self, hierarchy: Hierarchy, losses: Sequence[nn.Module] | None = None) -> None:
+    def __init__(self, hierarchy: Hierarchy, losses: Sequence[nn.Module] | None = None,
+                 weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.hierarchy = hierarchy
         if losses is not None and len(losses) != len(hierarchy.levels):
             raise ValueError(f"one loss per level expected ({len(hierarchy.levels)}), got {len(losses)}")
+        if weights is not None and len(weights) != len(hierarchy.levels):
+            raise ValueError(f"one weight per level expected ({len(hierarchy.levels)}), got {len(weights)}")
         self.losses = nn.ModuleList(losses if losses is not None else
                                     [nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX) for _ in hierarchy.levels])
+        self.weights = tuple(float(w) for w in weights) if weights is not None else (1.0,) * len(hierarchy.levels)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        parts = zip(self.losses, self.hierarchy.split(logits), self.hierarchy.labels(y))
-        return sum(loss(z, t) for loss, z, t in parts)  # type: ignore[return-value]
+        parts = zip(self.weights, self.losses, self.hierarchy.split(logits), self.hierarchy.labels(y))
+        return sum(w * loss(z, t) for w, loss, z, t in parts)  # type: ignore[return-value]
 
 
 def level_counts(hierarchy: Hierarchy, counts: Sequence[int]) -> list[list[int]]:

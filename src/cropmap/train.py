@@ -54,6 +54,8 @@ LAST_NAME = "checkpoints/last.ckpt"  # training state after the last completed e
 RESUME_FORMAT = "cropmap-resume"
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard")
+LEVEL_HEADS = ("top", "intermediate")
+INTERMEDIATE_HEAD_MODELS = ("tempcnn-unet", "tempcnn-unet-fast", "tempcnn-pixel")  # they take coarse_heads
 
 @dataclass(frozen=True)
 class TrainSummary:
@@ -221,6 +223,16 @@ def check_config(config: TrainConfig) -> None:
         raise CropmapError(f"patience {config.patience}: expected 0 (off) or a positive integer")
     if config.deterministic not in (True, False, "warn", "auto"):
         raise CropmapError(f"deterministic {config.deterministic!r}: expected true, false, warn or auto")
+    if config.level_heads not in LEVEL_HEADS:
+        raise CropmapError(f"level_heads {config.level_heads!r}: expected one of {', '.join(LEVEL_HEADS)}")
+    if config.level_weights and len(config.level_weights) != len(config.levels):
+        raise CropmapError(f"level_weights {list(config.level_weights)}: one weight per level of --levels "
+                           f"({len(config.levels)}: {', '.join(config.levels) or 'none'})")
+    if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 for w in config.level_weights):
+        raise CropmapError(f"level_weights {list(config.level_weights)}: expected numbers >= 0")
+    if config.level_heads == "intermediate" and config.levels and config.model.name not in INTERMEDIATE_HEAD_MODELS:
+        raise CropmapError(f"level_heads intermediate: model {config.model.name} has no intermediate temporal layers "
+                           f"to read from (use one of {', '.join(INTERMEDIATE_HEAD_MODELS)}, or level_heads top)")
     if config.logger == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboardX", "tensorboard")):
         raise CropmapError("logger tensorboard: needs tensorboardX (pip install 'cropmap[tensorboard]')")
 
@@ -389,9 +401,11 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
         raise CropmapError(f"{data}: the dataset has no train or no val patches")
     num_classes = info.class_table.num_classes
     hierarchy = Hierarchy.from_table(info.class_table, config.levels) if config.levels else None
+    model_kwargs = config.model.kwargs()
+    if hierarchy is not None and config.level_heads == "intermediate":
+        model_kwargs["coarse_heads"] = list(hierarchy.sizes[1:])
     model = build_model(config.model.name, in_channels=len(info.bands),
-                        num_classes=hierarchy.total if hierarchy else num_classes,
-                        **config.model.kwargs())
+                        num_classes=hierarchy.total if hierarchy else num_classes, **model_kwargs)
     n_params = sum(p.numel() for p in model.parameters())
     echo(f"{config.model.name}: {n_params:,} parameters")
     counts = label_counts(train_ds.y, num_classes)
@@ -410,7 +424,8 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
              + ", ".join(f"{n} {w:.3g}" for n, w in zip(info.class_table.names, weights)))
     module = CropModule(model, num_classes, info.class_table.names, config.lr, config.weight_decay, fit.epochs,
                         make_loss(config, counts) if hierarchy is None else
-                        HierarchicalLoss(hierarchy, [make_loss(config, c) for c in level_counts(hierarchy, counts)]),
+                        HierarchicalLoss(hierarchy, [make_loss(config, c) for c in level_counts(hierarchy, counts)],
+                                         config.level_weights or None),
                         hierarchy)
 
     # the loaders' own generators keep shuffling and worker seeds out of the global stream (see RandomState);
@@ -493,7 +508,7 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
                                   ensure_ascii=False))
     save_checkpoint(out / CHECKPOINT_NAME, Checkpoint(
         model_name=config.model.name,
-        model_kwargs=config.model.kwargs(),
+        model_kwargs=model_kwargs,
         state_dict=model.state_dict(),
         class_table=info.class_table,
         time_grid=info.time_grid,

@@ -27,11 +27,20 @@ def doy_features(doy: torch.Tensor) -> torch.Tensor:
 
 class TemporalCNN(nn.Module):
     """``time_stride`` > 1 strides every convolution after the first along time: the later (wider)
-    layers then see T / stride, T / stride² ... steps, the cheaper configurations' lever."""
+    layers then see T / stride, T / stride² ... steps, the cheaper configurations' lever.
+
+    ``taps`` ``((layer, classes), ...)`` adds a classifier on the time-pooled output of convolution ``layer``
+    (0-based) for each entry: the label hierarchy's coarser levels read from intermediate depths, as in
+    ms-convSTAR (Turkoglu et al. 2021). Their logits follow the embedding on the output's channel axis,
+    in the order given, so every formulation and the row-band chunking carry them unchanged.
+    """
 
     def __init__(self, in_channels: int = 4, hidden: int = 64, kernel_size: int = 5, layers: int = 3,
-                 embed_dim: int = 64, dropout: float = 0.1, time_stride: int = 1) -> None:
+                 embed_dim: int = 64, dropout: float = 0.1, time_stride: int = 1,
+                 taps: tuple[tuple[int, int], ...] = ()) -> None:
         super().__init__()
+        if any(not 0 <= layer < layers - 1 for layer, _ in taps):
+            raise ValueError(f"taps {taps}: a tap reads a convolution before the last one (0 .. {layers - 2})")
         if time_stride > 1 and kernel_size % 2 == 0:
             raise ValueError(f"kernel_size {kernel_size}: must be odd, so that output steps stay centred on input steps")
         self.convs = nn.ModuleList()
@@ -45,21 +54,33 @@ class TemporalCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.project = nn.Linear(2 * hidden, embed_dim)
         self.embed_dim = embed_dim
+        self.taps = tuple((int(layer), int(k)) for layer, k in taps)
+        self.tap_heads = nn.ModuleList(nn.Linear(2 * hidden, k) for _, k in self.taps)
+
+    @property
+    def out_channels(self) -> int:
+        """Embedding plus tap logits."""
+        return self.embed_dim + sum(k for _, k in self.taps)
 
     def forward(self, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Reference: ``x [N, C, T]``, ``doy [N, T]``, ``mask [N, T]`` (True = real step) -> ``[N, D]``."""
         h = torch.cat([x, doy_features(doy).to(x.dtype)], dim=1)  # [N, C+2, T]
-        for conv, norm in zip(self.convs, self.norms):
+        tapped: dict[int, torch.Tensor] = {}
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             h = F.relu(norm(conv(h)))  # [N, hidden, T / stride]
             mask = _stride_mask(mask, conv.stride[0])
-        return self.project(self.dropout(_pool_time(h, None if mask is None else mask[:, None, :], dim=2)))
+            if any(layer == i for layer, _ in self.taps):
+                tapped[i] = self.dropout(_pool_time(h, None if mask is None else mask[:, None, :], dim=2))
+        emb = self.project(self.dropout(_pool_time(h, None if mask is None else mask[:, None, :], dim=2)))
+        return torch.cat([emb, *(head(tapped[layer]) for (layer, _), head in zip(self.taps, self.tap_heads))], dim=1)
 
     def forward_grid(self, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Every pixel at once: ``x [B, C, T, H, W]``, ``doy [B, T]``, ``mask [B, T]`` -> ``[B, D, H, W]``."""
         b, c, t, hh, ww = x.shape
         feats = doy_features(doy).to(x.dtype)[..., None].expand(b, 2, t, hh * ww)  # [B, 2, T, H·W]
         h = torch.cat([x.reshape(b, c, t, hh * ww), feats], dim=1)  # [B, C+2, T, H·W]
-        for conv, norm in zip(self.convs, self.norms):
+        tapped: dict[int, torch.Tensor] = {}
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             # conv.bias is None unless fold_batchnorm moved the BatchNorm into it (norm is then Identity)
             h = F.conv2d(h, conv.weight.unsqueeze(-1), conv.bias, stride=(conv.stride[0], 1),
                          padding=(conv.padding[0], 0))
@@ -68,11 +89,15 @@ class TemporalCNN(nn.Module):
                                  self.training or not norm.track_running_stats, norm.momentum, norm.eps)
             h = F.relu_(h)  # [B, hidden, T / stride, H·W]; in place: one memory pass less
             mask = _stride_mask(mask, conv.stride[0])
+            if any(layer == i for layer, _ in self.taps):
+                tapped[i] = _pool_time(h, None if mask is None else mask[:, None, :, None], dim=2)
         pooled = _pool_time(h, None if mask is None else mask[:, None, :, None], dim=2)  # [B, 2·hidden, H·W]
         # dropout on the pooled features, not inside the convolutions: same regularisation, far cheaper
         pooled = self.dropout(pooled.transpose(1, 2))  # [B, H·W, 2·hidden]
         emb = F.linear(pooled, self.project.weight, self.project.bias)  # [B, H·W, D]
-        return emb.transpose(1, 2).reshape(b, -1, hh, ww)
+        outs = [emb] + [head(self.dropout(tapped[layer].transpose(1, 2)))  # [B, H·W, K_tap]
+                        for (layer, _), head in zip(self.taps, self.tap_heads)]
+        return torch.cat(outs, dim=2).transpose(1, 2).reshape(b, -1, hh, ww)
 
     def fold_batchnorm_(self) -> None:
         """Eval only: move each BatchNorm into the convolution before it (see ``models.fold``)."""
