@@ -38,6 +38,23 @@ def test_hierarchy_of_a_crop_table():
     assert Hierarchy.from_table(TABLE, ["crop", "coarse"]).names == (crop, coarse)
 
 
+def test_levels_that_do_not_nest():
+    """RPG coarse classes are per code: winter and spring soft wheat share the group "Blé tendre" but not a
+    coarse class, so crop -> group -> coarse is no chain; each level is its own partition of the crops."""
+    pixels = {"BTH": 100, "BTP": 100, "MIS": 100}
+    table, _ = make_class_table(pixels, "crop", background=False, pixels=pixels)
+    h = Hierarchy.from_table(table)
+    up = h.of_finest()
+    assert table.codes[:2] == (("BTH",), ("BTP",))
+    assert up[1][0] == up[1][1] and up[2][0] != up[2][1]  # one group, two coarse classes
+    out = h.consistent(h.split(torch.randn(2, h.total, 3, 3, generator=torch.Generator().manual_seed(0))))
+    for lv, m in enumerate(up[1:], start=1):
+        assert torch.equal(torch.as_tensor(m)[out[0].argmax(1)], out[lv].argmax(1))
+    # a checkpoint written before this change (nested parent maps) still reads
+    legacy = Hierarchy.from_dict({"levels": ["crop", "group"], "names": [["a", "b"], ["A"]], "parent": [[0, 0]]})
+    assert legacy.of_finest() == [[0, 1], [0, 0]]
+
+
 def test_bad_levels_are_errors():
     with pytest.raises(CropmapError, match="expected the dataset's level crop first"):
         Hierarchy.from_table(TABLE, ["group", "coarse"])
@@ -85,9 +102,8 @@ def test_consistent_argmax_child_sits_under_argmax_parent(seed):
     logits = h.split(torch.randn(3, h.total, 8, 8, generator=g) * 4)
     out = h.consistent(logits)
     assert [o.shape[1] for o in out] == list(h.sizes)
-    for lv in range(len(h.levels) - 1):
-        child, parent = out[lv].argmax(1), out[lv + 1].argmax(1)
-        assert torch.equal(torch.as_tensor(h.parent[lv])[child], parent)
+    for lv, m in enumerate(h.of_finest()[1:], start=1):  # every level's argmax contains the finest argmax
+        assert torch.equal(torch.as_tensor(m)[out[0].argmax(1)], out[lv].argmax(1))
     for o in out:
         assert torch.allclose(o.exp().sum(1), torch.ones(1)) and torch.isfinite(o).all()  # distributions
     # the finest argmax is the best crop -> group -> coarse path under the three heads (brute force)
@@ -96,13 +112,13 @@ def test_consistent_argmax_child_sits_under_argmax_parent(seed):
     assert torch.equal(out[0].argmax(1), path.argmax(1))
     assert torch.equal(h.consistent(logits, all_levels=False)[0], out[0])
     # the same property fails for the raw heads on some pixels: the rule is doing something
-    raw_ok = torch.equal(torch.as_tensor(h.parent[0])[logits[0].argmax(1)], logits[1].argmax(1))
+    raw_ok = torch.equal(torch.as_tensor(h.of_finest()[1])[logits[0].argmax(1)], logits[1].argmax(1))
     assert not raw_ok
 
 
 def test_consistency_by_hand():
     # parent A (children a1, a2) a little likelier than B (child b1); b1 by far the likeliest child
-    h = Hierarchy(("crop", "group"), (("a1", "a2", "b1"), ("A", "B")), ((0, 0, 1),))
+    h = Hierarchy.from_parents(("crop", "group"), (("a1", "a2", "b1"), ("A", "B")), ((0, 0, 1),))
     p_child = torch.tensor([0.05, 0.05, 0.9]).log().view(1, 3, 1, 1)
     p_parent = torch.tensor([0.51, 0.49]).log().view(1, 2, 1, 1)
     child, parent = h.consistent([p_child, p_parent])

@@ -1,4 +1,4 @@
-"""The label hierarchy (crop -> group -> coarse) as model heads: labels per level, one head per level on a
+"""The label hierarchy (crop, group, coarse) as model heads: labels per level, one head per level on a
 shared trunk, the summed loss, and the rule that makes the levels' predictions agree (Turkoglu et al. 2021).
 
 A hierarchical model is any registered model built with ``num_classes = sum of the level sizes``: its
@@ -34,18 +34,38 @@ from .nomenclature import IGNORE_INDEX, ClassTable, coarser_levels
 @dataclass(frozen=True)
 class Hierarchy:
     """``levels`` finest first (the dataset's level), ``names[l]`` the classes of level ``l`` and
-    ``parent[l][i]`` the class of level ``l + 1`` that contains class ``i`` of level ``l``."""
+    ``finest[l - 1][i]`` the class of level ``l`` that contains finest class ``i``.
+
+    Each coarser level is a partition of the finest classes; the levels need not nest. The RPG's coarse
+    classes are set per crop code (winter and spring wheat share a group but not a coarse class), so the
+    group and coarse levels of a crop table are two partitions of the crops, not a chain; the consistency
+    rule only needs each level's map from the finest classes.
+    """
 
     levels: tuple[str, ...]
     names: tuple[tuple[str, ...], ...]
-    parent: tuple[tuple[int, ...], ...]
+    finest: tuple[tuple[int, ...], ...]
 
     def __post_init__(self) -> None:
-        if len(self.levels) < 2 or len(self.names) != len(self.levels) or len(self.parent) != len(self.levels) - 1:
-            raise ValueError("a hierarchy has at least two levels, the names of each and a parent map between them")
-        for lv, (par, names, up) in enumerate(zip(self.parent, self.names, self.names[1:])):
-            if len(par) != len(names) or any(not 0 <= p < len(up) for p in par):
-                raise ValueError(f"hierarchy: the parent map of level {self.levels[lv]} does not fit its classes")
+        if len(self.levels) < 2 or len(self.names) != len(self.levels) or len(self.finest) != len(self.levels) - 1:
+            raise ValueError("a hierarchy has at least two levels, the names of each and a map from the finest to each")
+        for lv, (m, names) in enumerate(zip(self.finest, self.names[1:]), start=1):
+            if len(m) != len(self.names[0]) or any(not 0 <= p < len(names) for p in m):
+                raise ValueError(f"hierarchy: the map of level {self.levels[lv]} does not fit its classes")
+
+    @classmethod
+    def from_parents(cls, levels: tuple[str, ...], names: tuple[tuple[str, ...], ...],
+                     parent: tuple[tuple[int, ...], ...]) -> Hierarchy:
+        """Nested levels: ``parent[l][i]`` the class of level ``l + 1`` containing class ``i`` of level ``l``."""
+        if len(parent) != len(levels) - 1:
+            raise ValueError("a parent map between each two levels expected")
+        maps, cur = [], list(range(len(names[0])))
+        for par in parent:
+            if any(not 0 <= c < len(par) for c in cur):
+                raise ValueError("hierarchy: a parent map does not fit its classes")
+            cur = [par[c] for c in cur]
+            maps.append(tuple(cur))
+        return cls(tuple(levels), tuple(tuple(n) for n in names), tuple(maps))
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -58,10 +78,7 @@ class Hierarchy:
 
     def of_finest(self) -> list[list[int]]:
         """``[l][i]``: the class of level ``l`` of finest class ``i`` (the identity at level 0)."""
-        maps = [list(range(self.sizes[0]))]
-        for par in self.parent:
-            maps.append([par[c] for c in maps[-1]])
-        return maps
+        return [list(range(self.sizes[0]))] + [list(m) for m in self.finest]
 
     @classmethod
     def from_table(cls, table: ClassTable, levels: Sequence[str] | None = None) -> Hierarchy:
@@ -76,25 +93,21 @@ class Hierarchy:
         if len(levels) < 2:
             raise CropmapError(f"hierarchy: the {table.level} level has no coarser level to add a head for")
         names = tuple(available[lv][0] for lv in levels)
-        finest = [available[lv][1].argmax(axis=1) for lv in levels]  # finest class -> class at each level
-        parent = []
-        for fine, coarse, lv in zip(finest, finest[1:], levels):
-            par = [-1] * len(available[lv][0])
-            for f, c in zip(fine, coarse):
-                if par[f] not in (-1, int(c)):  # cannot happen with coarser_levels' tables; guards a future one
-                    raise CropmapError(f"hierarchy: a {lv} class has two parents")
-                par[f] = int(c)
-            parent.append(tuple(par))
-        return cls(levels, names, tuple(parent))
+        # available[lv][1] [K_finest, K_lv] sends each finest class to its class at lv
+        maps = tuple(tuple(int(c) for c in available[lv][1].argmax(axis=1)) for lv in levels[1:])
+        return cls(levels, names, maps)
 
     def to_dict(self) -> dict:
         """Plain lists and strings, so a checkpoint holding it still loads with ``weights_only=True``."""
         return {"levels": list(self.levels), "names": [list(n) for n in self.names],
-                "parent": [list(p) for p in self.parent]}
+                "finest": [list(m) for m in self.finest]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Hierarchy:
-        return cls(tuple(d["levels"]), tuple(tuple(n) for n in d["names"]), tuple(tuple(p) for p in d["parent"]))
+        levels, names = tuple(d["levels"]), tuple(tuple(n) for n in d["names"])
+        if "finest" not in d:  # checkpoints from before the per-code coarse level stored nested parent maps
+            return cls.from_parents(levels, names, tuple(tuple(p) for p in d["parent"]))
+        return cls(levels, names, tuple(tuple(m) for m in d["finest"]))
 
     def split(self, logits: torch.Tensor) -> list[torch.Tensor]:
         """``[B, total, H, W]`` -> one ``[B, K_l, H, W]`` per level, finest first."""
