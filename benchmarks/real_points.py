@@ -96,16 +96,21 @@ def load_formosat2(folder: Path) -> dict:
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Per-band mean/std over the training series ``[N, T, C]``; NaN (no valid step) -> band mean (0)."""
+    """Per-band mean/std over the training series ``[N, T, C]``; NaN (no valid step) -> band mean (0).
+    The last item is ``mean / std [C]`` (what a gain on reflectance adds to standardised values)."""
     mean = np.nanmean(train, axis=(0, 1))
     std = np.nanstd(train, axis=(0, 1)) + 1e-6
-    return [np.nan_to_num((a - mean) / std, nan=0.0).astype(np.float32) for a in (train, *others)]
+    return [np.nan_to_num((a - mean) / std, nan=0.0).astype(np.float32) for a in (train, *others)] + \
+        [(mean / std).astype(np.float32)]
 
 
 def train_network(name: str, x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_classes: int, *, epochs: int,
-                  seed: int, batch_size: int = 32, lr: float = 2e-3):
+                  seed: int, batch_size: int = 32, lr: float = 2e-3, date_dropout: float = 0.0,
+                  band_jitter: float = 0.0, mean_over_std: np.ndarray | None = None):
     """Train the registry's ``name`` (cropmap's default ModelConfig, dropout 0.2) on series ``[N, T, C]`` fed
-    as 1 x 1 images ``[N, C, T, 1, 1]``."""
+    as 1 x 1 images ``[N, C, T, 1, 1]``. ``date_dropout`` and ``band_jitter`` are ``cropmap train``'s
+    augmentations (a dropped date: value 0 and mask False; a per-band gain N(1, jitter) on reflectance,
+    which on standardised values ``x`` is ``x g + (g - 1) mean / std``, hence ``mean_over_std [C]``)."""
     import torch
     import torch.nn.functional as F
 
@@ -127,7 +132,15 @@ def train_network(name: str, x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
             if len(idx) < 2:  # batch norm needs two samples
                 continue
-            logits = model(xt[idx], doy_t.expand(len(idx), -1), None)  # [B, K, 1, 1]
+            xb, mask = xt[idx], None
+            if band_jitter > 0:
+                g = (1 + band_jitter * torch.randn(len(idx), xb.shape[1], 1, 1, 1, generator=gen)).clamp(0.5, 1.5)
+                xb = xb * g + (g - 1) * torch.as_tensor(mean_over_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
+            if date_dropout > 0:
+                mask = torch.rand(len(idx), xb.shape[2], generator=gen) >= date_dropout
+                mask[mask.sum(1) == 0, 0] = True  # keep a date
+                xb = xb * mask[:, None, :, None, None]
+            logits = model(xb, doy_t.expand(len(idx), -1), mask)  # [B, K, 1, 1]
             loss = F.cross_entropy(logits, yt[idx])
             opt.zero_grad()
             loss.backward()
@@ -162,12 +175,14 @@ def scores(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
             "per_class_f1": {c["class"]: c["f1"] for c in m["per_class"]}}
 
 
-def fit_all(args: argparse.Namespace, xtr, ytr, xte, yte, doy, names, seed: int) -> dict[str, dict]:
+def fit_all(args: argparse.Namespace, xtr, ytr, xte, yte, doy, names, seed: int,
+            mean_over_std: np.ndarray) -> dict[str, dict]:
     """Every network and the random forest on one train/test part with one seed: name -> scores."""
     out = {}
     for name in args.models:
-        out[name] = scores(yte, predict_network(train_network(name, xtr, ytr, doy, len(names), epochs=args.epochs,
-                                                              seed=seed), xte, doy), names)
+        model = train_network(name, xtr, ytr, doy, len(names), epochs=args.epochs, seed=seed,
+                              date_dropout=args.date_dropout, band_jitter=args.band_jitter, mean_over_std=mean_over_std)
+        out[name] = scores(yte, predict_network(model, xte, doy), names)
     out["random-forest"] = scores(yte, random_forest(xtr, ytr, xte, trees=args.trees, seed=seed), names)
     return out
 
@@ -195,9 +210,9 @@ def run_rpg_points(args: argparse.Namespace) -> dict:
     runs: dict[str, list[dict]] = {m: [] for m in [*args.models, "random-forest"]}
     for k, (tr, te) in enumerate(folds.split(x, y, groups=groups)):
         assert not set(groups[tr]) & set(groups[te])
-        xtr, xte = standardise(x[tr], x[te])
+        xtr, xte, ratio = standardise(x[tr], x[te])
         for seed in range(args.seeds):
-            for m, r in fit_all(args, xtr, y[tr], xte, y[te], data["doy"], names, seed).items():
+            for m, r in fit_all(args, xtr, y[tr], xte, y[te], data["doy"], names, seed, ratio).items():
                 runs[m].append({**r, "fold": k, "seed": seed})
             print(f"  fold {k} seed {seed}: {len(tr)} train / {len(te)} test points; OA / macro-F1 " + ", ".join(
                 f"{m} {runs[m][-1]['oa']:.3f} / {runs[m][-1]['macro_f1']:.3f}" for m in runs), flush=True)
@@ -213,10 +228,10 @@ def run_formosat2(args: argparse.Namespace) -> dict:
     print(f"formosat2-tempcnn: {len(data['y_train'])} train / {len(data['y_test'])} test pixels x "
           f"{data['x_train'].shape[1]} dates x {data['x_train'].shape[2]} bands, {len(names)} classes, "
           f"polygons in both splits: {data['polygons_shared']}", flush=True)
-    xtr, xte = standardise(data["x_train"], data["x_test"])
+    xtr, xte, ratio = standardise(data["x_train"], data["x_test"])
     runs: dict[str, list[dict]] = {m: [] for m in [*args.models, "random-forest"]}
     for seed in range(args.seeds):
-        for m, r in fit_all(args, xtr, data["y_train"], xte, data["y_test"], data["doy"], names, seed).items():
+        for m, r in fit_all(args, xtr, data["y_train"], xte, data["y_test"], data["doy"], names, seed, ratio).items():
             runs[m].append({**r, "seed": seed})
         print(f"  seed {seed}: OA / macro-F1 " + ", ".join(
             f"{m} {runs[m][-1]['oa']:.3f} / {runs[m][-1]['macro_f1']:.3f}" for m in runs), flush=True)
@@ -231,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trees", type=int, default=None, help="random-forest trees (default 500, quick 20)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per fold (default 5, quick 1)")
     p.add_argument("--models", nargs="+", default=None, help=f"networks (default {' '.join(NETWORKS)})")
+    p.add_argument("--date-dropout", type=float, default=0.0, help="networks: date dropout (cropmap train's)")
+    p.add_argument("--band-jitter", type=float, default=0.0, help="networks: per-band gain jitter (cropmap train's)")
+    p.add_argument("--tag", default="", help="suffix of the results file (a recipe trial), e.g. --tag=-aug")
     p.add_argument("--block-deg", type=float, default=0.1, help="fr-rpg-points: spatial block size in degrees")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder for real_points[.quick].json")
     # 1 thread: the models are tiny, and on a shared machine a second OpenMP thread mostly spin-waits
@@ -252,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     out = {"settings": {"quick": args.quick, "epochs": args.epochs, "trees": args.trees, "folds": args.folds,
                         "seeds": args.seeds, "models": args.models, "block_deg": args.block_deg,
+                        "date_dropout": args.date_dropout, "band_jitter": args.band_jitter,
                         "threads": args.threads}}
     runners = {"fr-rpg-points": run_rpg_points, "formosat2-tempcnn": run_formosat2}
     datasets = list(runners) if args.dataset == "all" else [args.dataset]
@@ -269,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     # on a shared machine wall time is inflated; CPU time (this process and its children) is not
     print(f"wall time {out['wall_s']:.0f} s, CPU time {out['cpu_s']:.0f} s")
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = "real_points" if args.dataset == "all" else f"real_points-{args.dataset}"
+    stem = ("real_points" if args.dataset == "all" else f"real_points-{args.dataset}") + args.tag
     path = args.results / (f"{stem}.quick.json" if args.quick else f"{stem}.json")
     path.write_text(json.dumps(out, indent=1))
     print(f"results: {path}")

@@ -45,7 +45,7 @@ def _train(a: argparse.Namespace) -> None:
                       threads=a.threads, accelerator=a.accelerator, levels=a.levels, patience=a.patience,
                       loss=a.loss, focal_gamma=a.focal_gamma, class_weights=a.class_weights,
                       level_heads=a.level_heads, level_weights=a.level_weights, date_dropout=a.date_dropout,
-                      temporal_crop=a.temporal_crop, precision=a.precision,
+                      temporal_crop=a.temporal_crop, band_jitter=a.band_jitter, precision=a.precision,
                       devices=a.devices, num_nodes=a.num_nodes, strategy=a.strategy, logger=a.logger)
     if a.print_config:
         print(config_yaml(cfg, "cropmap train configuration (TrainConfig): use it with --config FILE;\n"
@@ -307,6 +307,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--class-weights", choices=["none", "inverse", "median", "effective"],
                    help="loss weights from the train split's label counts (default none)")
     t.add_argument("--date-dropout", type=float, help="probability of masking each date of a training patch")
+    t.add_argument("--band-jitter", type=float,
+                   help="standard deviation of a random per-band gain on each training patch's reflectance (0: off)")
     t.add_argument("--temporal-crop", type=float, help="keep a random window of at least this fraction of the season")
     t.add_argument("--precision", choices=["auto", "32", "bf16-mixed", "16-mixed"],
                    help="auto: bf16-mixed on GPU, 32 on CPU")

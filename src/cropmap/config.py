@@ -78,6 +78,9 @@ class TrainConfig:
     crop: int = 0  # train on random crop x crop windows of each patch (0: whole patches)
     date_dropout: float = 0.0  # probability of masking each date of a training patch (at least one date is kept)
     temporal_crop: float = 1.0  # keep a random window of at least this fraction of the season (1: whole season)
+    # spectral jitter: each training patch's reflectance is scaled per band by a random gain of this standard
+    # deviation around 1 (atmosphere, sensor and soil brightness differ between areas and years); 0: off
+    band_jitter: float = 0.0
     loss: str = "ce"  # "ce" (cross-entropy) or "focal" (Lin et al. 2017: down-weights easy pixels)
     focal_gamma: float = 2.0  # focal loss exponent (0 gives cross-entropy)
     class_weights: str = "none"  # "none", "inverse", "median" (median frequency) or "effective" (Cui et al. 2019)

@@ -1,4 +1,5 @@
-"""Augmentation in time (date dropout, temporal crop) through the mask, and padding of series of different T."""
+"""Augmentation in time (date dropout, temporal crop) through the mask, in the spectrum (band jitter), and
+padding of series of different T."""
 
 import copy
 import math
@@ -77,11 +78,29 @@ def test_no_random_draw_without_augmentation(train_patches):
     assert a["mask"].all() and torch.equal(a["x"], b["x"])
 
 
+def test_band_jitter_is_one_gain_per_band_on_reflectance(train_patches):
+    import numpy as np
+
+    ds = _with(train_patches, band_jitter=0.1)
+    torch.manual_seed(3)
+    x = ds[0]["x"].numpy()  # [C, T, P, P] standardised
+    m, s = ds.info.norm_mean.reshape(-1, 1, 1, 1), ds.info.norm_std.reshape(-1, 1, 1, 1)
+    refl, plain = x * s + m, train_patches.x[0].astype(np.float32) / 10000.0
+    seen = plain > 0.01
+    ratio = [np.median(refl[c][seen[c]] / plain[c][seen[c]]) for c in range(len(x))]
+    for c in range(len(x)):  # one gain for every pixel and date of a band
+        np.testing.assert_allclose(refl[c][seen[c]] / plain[c][seen[c]], ratio[c], rtol=1e-3)
+    assert np.ptp(ratio) > 1e-3 and all(0.5 <= r <= 1.5 for r in ratio)
+    assert torch.equal(ds[0]["y"], train_patches[0]["y"])
+
+
 def test_bad_augmentation_values(tiny_dataset):
     with pytest.raises(CropmapError, match="date_dropout 1"):
         PatchDataset(tiny_dataset, "train", date_dropout=1)
     with pytest.raises(CropmapError, match="temporal_crop 0"):
         PatchDataset(tiny_dataset, "train", temporal_crop=0)
+    with pytest.raises(CropmapError, match="band_jitter 1"):
+        PatchDataset(tiny_dataset, "train", band_jitter=1)
 
 
 def _item(t, fill):

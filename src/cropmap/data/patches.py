@@ -31,14 +31,18 @@ class PatchDataset(Dataset):
     In time, ``temporal_crop`` keeps a random window of at least that fraction of the T steps and
     ``date_dropout`` drops each remaining step with that probability, always keeping one: a dropped step
     gets ``mask`` False and ``x`` 0 (the band mean), so items keep one T and no model sees the dropped
-    values, even through a convolution. All draws come from torch's generator, which Lightning seeds and
-    DataLoader workers re-seed each; none is made for an augmentation that is off.
+    values, even through a convolution. In the spectrum, ``band_jitter`` scales each band's reflectance
+    by a gain drawn from N(1, band_jitter) (clipped to [0.5, 1.5]) before standardisation. All draws come
+    from torch's generator, which Lightning seeds and DataLoader workers re-seed each; none is made for
+    an augmentation that is off.
     """
 
     def __init__(self, path: Path | str, split: str, *, augment: bool = False, crop: int | None = None,
-                 date_dropout: float = 0.0, temporal_crop: float = 1.0) -> None:
+                 date_dropout: float = 0.0, temporal_crop: float = 1.0, band_jitter: float = 0.0) -> None:
         if not 0 <= date_dropout < 1:
             raise CropmapError(f"date_dropout {date_dropout}: must be in [0, 1)")
+        if not 0 <= band_jitter < 1:
+            raise CropmapError(f"band_jitter {band_jitter}: must be in [0, 1)")
         if not 0 < temporal_crop <= 1:
             raise CropmapError(f"temporal_crop {temporal_crop}: must be in (0, 1]")
         info = dataset_info(path)
@@ -55,6 +59,7 @@ class PatchDataset(Dataset):
         self.crop = crop
         self.date_dropout = date_dropout
         self.temporal_crop = temporal_crop
+        self.band_jitter = band_jitter
 
     def __len__(self) -> int:
         return len(self.x)
@@ -64,6 +69,9 @@ class PatchDataset(Dataset):
         if self.crop and self.crop < y.shape[-1]:
             r, c = torch.randint(0, y.shape[-1] - self.crop + 1, (2,)).tolist()
             x, y = x[..., r : r + self.crop, c : c + self.crop], y[r : r + self.crop, c : c + self.crop]
+        if self.band_jitter > 0:  # a gain on reflectance, i.e. on DN, before standardisation
+            gain = (1 + self.band_jitter * torch.randn(x.shape[0])).clamp(0.5, 1.5).numpy().astype(np.float32)
+            x = x.astype(np.float32) * gain.reshape(-1, 1, 1, 1)
         x = normalise(x, self.info.norm_mean, self.info.norm_std)
         if self.augment:
             k = int(torch.randint(4, ()))
