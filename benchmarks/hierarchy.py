@@ -7,10 +7,12 @@ Variants (``cropmap train`` options):
 * ``flat``: one head, crop classes only (no ``--levels``);
 * ``top``: crop, group and coarse heads all on the last layer, unweighted summed loss
   (``--levels crop group coarse``, cropmap's earlier hierarchy);
+* ``top-weighted``: the same heads on top, losses (and the joint rule's path score) weighted 1, 0.5, 0.1
+  (``--level-weights 1 0.5 0.1``): the weights alone;
 * ``intermediate``: ms-convSTAR's placement and weights (Turkoglu et al. 2021): the group head on the second
-  temporal layer, the coarse head on the first, the crop head on top, losses weighted 1, 0.5, 0.1
+  temporal layer, the coarse head on the first, the crop head on top, weighted 1, 0.5, 0.1
   (``--level-heads intermediate --level-weights 1 0.5 0.1``).
-Every variant predicts through the joint-path consistency rule when it has levels. The scene is the
+Every variant with levels predicts through the joint-path consistency rule. The scene is the
 demo's (512 px, seed 0) built at crop level (``cropmap build --level crop``); each seed trains every
 variant with that seed on the same split, scored on the test split at crop, group and coarse level;
 paired comparison of each hierarchical variant against ``flat``. Results: benchmarks/results/hierarchy.json.
@@ -31,6 +33,7 @@ from realdata_common import RESULTS, cpu_seconds, paired, paired_line, summarise
 VARIANTS = {
     "flat": {},
     "top": {"levels": ("crop", "group", "coarse")},
+    "top-weighted": {"levels": ("crop", "group", "coarse"), "level_weights": (1.0, 0.5, 0.1)},
     "intermediate": {"levels": ("crop", "group", "coarse"), "level_heads": "intermediate",
                      "level_weights": (1.0, 0.5, 0.1)},
 }

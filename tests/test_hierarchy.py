@@ -257,3 +257,21 @@ def test_intermediate_heads_train_and_reload(tiny_dataset, tmp_path):
     with pytest.raises(CropmapError, match="model utae has no intermediate temporal layers"):
         check_config(TrainConfig(levels=("group", "coarse"), level_heads="intermediate",
                                  model=ModelConfig(name="utae")))
+
+
+def test_level_weights_temper_the_joint_rule():
+    """Path score = sum of w_l log p_l: weight 0 on the coarse heads gives the crop head's own answer, and
+    every level's argmax still contains the finest argmax; the weights travel in the checkpoint dict."""
+    from dataclasses import replace
+
+    h = Hierarchy.from_table(TABLE)
+    logits = h.split(torch.randn(2, h.total, 5, 5, generator=torch.Generator().manual_seed(4)) * 3)
+    alone = replace(h, weights=(1.0, 0.0, 0.0)).consistent(logits)
+    torch.testing.assert_close(alone[0], torch.log_softmax(logits[0], 1))
+    tempered = replace(h, weights=(1.0, 0.5, 0.1))
+    out = tempered.consistent(logits)
+    for lv, m in enumerate(h.of_finest()[1:], start=1):
+        assert torch.equal(torch.as_tensor(m)[out[0].argmax(1)], out[lv].argmax(1))
+    assert Hierarchy.from_dict(tempered.to_dict()) == tempered
+    with pytest.raises(ValueError, match="one number >= 0 per level"):
+        replace(h, weights=(1.0, 0.5))

@@ -8,7 +8,8 @@ final 1x1 convolution is then exactly one 1x1 head per level on the shared featu
 Consistency rule (joint path, soft): a finest class scores the sum of its own and its ancestors' head
 log-probabilities, ``log p_crop(c) + log p_group(group(c)) + log p_coarse(coarse(c))``, renormalised over
 the finest classes (the product rule ``p(child) ∝ p_child(child) · p_parent(parent(child))``, down the
-whole chain); a coarser class gets the best score among its descendants (a max-marginal), renormalised.
+whole chain; with level weights ``w_l``, from ``--level-weights``, the score is ``Σ w_l log p_l``, a
+product of tempered heads); a coarser class gets the best score among its descendants (a max-marginal), renormalised.
 So the predicted crop is the most probable crop → group → coarse path under all heads, its group is the
 predicted group and that group's coarse class the predicted coarse class: every head has a say, and the
 finest confidence is lowered where the coarser heads doubt. Summing the children's probabilities
@@ -45,8 +46,13 @@ class Hierarchy:
     levels: tuple[str, ...]
     names: tuple[tuple[str, ...], ...]
     finest: tuple[tuple[int, ...], ...]
+    # each level's weight in the joint-path score, finest first (() = 1 each): a run trained with
+    # --level-weights scores paths with the same weights, so a head the loss weighs little counts little
+    weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.weights and (len(self.weights) != len(self.levels) or any(w < 0 for w in self.weights)):
+            raise ValueError(f"hierarchy weights {self.weights}: one number >= 0 per level expected")
         if len(self.levels) < 2 or len(self.names) != len(self.levels) or len(self.finest) != len(self.levels) - 1:
             raise ValueError("a hierarchy has at least two levels, the names of each and a map from the finest to each")
         for lv, (m, names) in enumerate(zip(self.finest, self.names[1:]), start=1):
@@ -100,14 +106,14 @@ class Hierarchy:
     def to_dict(self) -> dict:
         """Plain lists and strings, so a checkpoint holding it still loads with ``weights_only=True``."""
         return {"levels": list(self.levels), "names": [list(n) for n in self.names],
-                "finest": [list(m) for m in self.finest]}
+                "finest": [list(m) for m in self.finest], "weights": [float(w) for w in self.weights]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Hierarchy:
         levels, names = tuple(d["levels"]), tuple(tuple(n) for n in d["names"])
         if "finest" not in d:  # checkpoints from before the per-code coarse level stored nested parent maps
             return cls.from_parents(levels, names, tuple(tuple(p) for p in d["parent"]))
-        return cls(levels, names, tuple(tuple(m) for m in d["finest"]))
+        return cls(levels, names, tuple(tuple(m) for m in d["finest"]), tuple(float(w) for w in d.get("weights", ())))
 
     def split(self, logits: torch.Tensor) -> list[torch.Tensor]:
         """``[B, total, H, W]`` -> one ``[B, K_l, H, W]`` per level, finest first."""
@@ -129,8 +135,9 @@ class Hierarchy:
         output has as parent the argmax of level ``l + 1``'s."""
         ups = self.of_finest()
         idx = [torch.as_tensor(m, device=logits[0].device) for m in ups]
-        # [B, K_0, H, W]: each finest class's path score, summed over the levels
-        score = sum(torch.log_softmax(z.float(), dim=1).index_select(1, i) for z, i in zip(logits, idx))
+        weights = self.weights or (1.0,) * len(self.levels)
+        # [B, K_0, H, W]: each finest class's path score, summed (weighted) over the levels
+        score = sum(w * torch.log_softmax(z.float(), dim=1).index_select(1, i) for z, i, w in zip(logits, idx, weights))
         out = [torch.log_softmax(score, dim=1)]
         if all_levels:
             for i, k in zip(idx[1:], self.sizes[1:]):

@@ -402,6 +402,8 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
         raise CropmapError(f"{data}: the dataset has no train or no val patches")
     num_classes = info.class_table.num_classes
     hierarchy = Hierarchy.from_table(info.class_table, config.levels) if config.levels else None
+    if hierarchy is not None and config.level_weights:  # the joint rule weighs the heads as the loss does
+        hierarchy = replace(hierarchy, weights=tuple(float(w) for w in config.level_weights))
     model_kwargs = config.model.kwargs()
     if hierarchy is not None and config.level_heads == "intermediate":
         model_kwargs["coarse_heads"] = list(hierarchy.sizes[1:])
