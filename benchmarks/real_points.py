@@ -151,12 +151,13 @@ def train_network(name: str, x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_
 
 
 def predict_network(model, x: np.ndarray, doy: np.ndarray) -> np.ndarray:
+    """``[N, K]`` class probabilities of a trained network on series ``[N, T, C]``."""
     import torch
 
     xt = torch.from_numpy(x).permute(0, 2, 1)[..., None, None].contiguous()
     with torch.no_grad():
         logits = model(xt, torch.as_tensor(doy, dtype=torch.float32).expand(len(x), -1), None)
-    return logits[:, :, 0, 0].argmax(1).numpy()
+    return torch.softmax(logits[:, :, 0, 0], 1).numpy()
 
 
 def random_forest(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, trees: int, seed: int) -> np.ndarray:
@@ -180,9 +181,14 @@ def fit_all(args: argparse.Namespace, xtr, ytr, xte, yte, doy, names, seed: int,
     """Every network and the random forest on one train/test part with one seed: name -> scores."""
     out = {}
     for name in args.models:
-        model = train_network(name, xtr, ytr, doy, len(names), epochs=args.epochs, seed=seed,
-                              date_dropout=args.date_dropout, band_jitter=args.band_jitter, mean_over_std=mean_over_std)
-        out[name] = scores(yte, predict_network(model, xte, doy), names)
+        prob = 0
+        for member in range(args.ensemble):  # a small ensemble: the members' probabilities averaged
+            model = train_network(name, xtr, ytr, doy, len(names), epochs=args.epochs,
+                                  seed=seed if member == 0 else seed * 1000 + member,
+                                  date_dropout=args.date_dropout, band_jitter=args.band_jitter,
+                                  mean_over_std=mean_over_std)
+            prob = prob + predict_network(model, xte, doy)
+        out[name] = scores(yte, np.asarray(prob).argmax(1), names)
     out["random-forest"] = scores(yte, random_forest(xtr, ytr, xte, trees=args.trees, seed=seed), names)
     return out
 
@@ -248,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=None, help=f"networks (default {' '.join(NETWORKS)})")
     p.add_argument("--date-dropout", type=float, default=0.0, help="networks: date dropout (cropmap train's)")
     p.add_argument("--band-jitter", type=float, default=0.0, help="networks: per-band gain jitter (cropmap train's)")
+    p.add_argument("--ensemble", type=int, default=1, help="networks: members per run, probabilities averaged")
     p.add_argument("--tag", default="", help="suffix of the results file (a recipe trial), e.g. --tag=-aug")
     p.add_argument("--block-deg", type=float, default=0.1, help="fr-rpg-points: spatial block size in degrees")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder for real_points[.quick].json")
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     out = {"settings": {"quick": args.quick, "epochs": args.epochs, "trees": args.trees, "folds": args.folds,
                         "seeds": args.seeds, "models": args.models, "block_deg": args.block_deg,
-                        "date_dropout": args.date_dropout, "band_jitter": args.band_jitter,
+                        "date_dropout": args.date_dropout, "band_jitter": args.band_jitter, "ensemble": args.ensemble,
                         "threads": args.threads}}
     runners = {"fr-rpg-points": run_rpg_points, "formosat2-tempcnn": run_formosat2}
     datasets = list(runners) if args.dataset == "all" else [args.dataset]

@@ -54,7 +54,7 @@ class ForestConfig:
 
     trees: int = 100  # trees in the forest
     # train pixels used at most: a class with more is subsampled to a common quota, smaller classes are kept
-    # whole (so a departement fits in memory and rare classes are not drowned); 0: every train pixel
+    # whole (so a département fits in memory and rare classes are not drowned); 0: every train pixel
     max_pixels: int = 100_000
     min_samples_leaf: int = 1  # 1: fully grown trees (pure leaves, the smallest checkpoint per pixel used)
     max_features: str = "sqrt"  # features tried per split: "sqrt", "log2" or "all"
