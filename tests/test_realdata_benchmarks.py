@@ -38,6 +38,9 @@ def test_real_points_quick(tmp_path: Path) -> None:
             assert 0.0 <= out[ds][model]["oa"]["mean"] <= 1.0
         cmp = out[ds]["tempcnn-pixel"]["vs_random_forest"]["oa"]  # paired run by run
         assert cmp["n"] == len(out[ds]["random-forest"]["runs"]) and cmp["wins"] + cmp["ties"] + cmp["losses"] == cmp["n"]
+    table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "real_tables.py"), "--results", str(tmp_path),
+                            "--trial", "real_points.quick.json"], capture_output=True, text=True, check=True).stdout
+    assert "| fr-rpg-points | tempcnn-pixel |" in table and "| formosat2-tempcnn | tempcnn-pixel |" in table
     # the forest is a sanity floor: 13 balanced classes, chance is 1/13
     assert out["formosat2-tempcnn"]["random-forest"]["oa"]["mean"] > 0.3
 
@@ -64,3 +67,25 @@ def test_scripts_skip_without_shared(tmp_path: Path) -> None:
                               capture_output=True, text=True, env=env, timeout=120, check=False)
         assert proc.returncode == 0 and "skipped" in proc.stdout, proc.stdout + proc.stderr
         assert not list(tmp_path.glob("*.json"))
+
+
+def test_paired_comparison_by_hand() -> None:
+    """The protocol's statistics (benchmarks/realdata_common.py), on hand-made runs; needs no real data."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from realdata_common import paired, summarise
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    model = [{"oa": v} for v in (0.8, 0.7, 0.9, 0.6, 0.75, 0.85, 0.7)]
+    base = [{"oa": v} for v in (0.7, 0.75, 0.7, 0.6, 0.65, 0.55, 0.65)]
+    c = paired(model, base, "oa")
+    assert c["diffs"] == [0.1, -0.05, 0.2, 0.0, 0.1, 0.3, 0.05]
+    assert (c["wins"], c["ties"], c["losses"], c["n"]) == (5, 1, 1, 7)
+    assert abs(c["mean_diff"] - 0.1) < 1e-9 and abs(c["std_diff"] - 0.11902380714238083) < 1e-9
+    # Wilcoxon on the 6 non-zero differences: ranks 1 (0.05, -), 2 (0.05, +), 3.5, 3.5, 5, 6; W- = 1.5
+    assert c["wilcoxon_p"] is not None and 0.03 < c["wilcoxon_p"] < 0.1
+    assert paired(model[:5], base[:5], "oa")["wilcoxon_p"] is None  # fewer than 6 non-zero differences
+    s = summarise(model, ("oa",))["oa"]
+    assert abs(s["mean"] - 0.7571428571) < 1e-6 and s["runs"][0] == 0.8
+    with pytest.raises(ValueError):
+        paired(model, base[:3], "oa")  # runs must pair one to one
