@@ -12,8 +12,9 @@ Variants (``cropmap train`` options):
 * ``intermediate``: ms-convSTAR's placement and weights (Turkoglu et al. 2021): the group head on the second
   temporal layer, the coarse head on the first, the crop head on top, weighted 1, 0.5, 0.1
   (``--level-heads intermediate --level-weights 1 0.5 0.1``).
-Every variant with levels predicts through the joint-path consistency rule. The scene is the
-demo's (512 px, seed 0) built at crop level (``cropmap build --level crop``); each seed trains every
+Every variant with levels predicts through the joint-path consistency rule. Training: the demo's settings
+(batch 4, 32 px crops, lr 3e-3) for 36 epochs. The scene is the demo's (512 px, seed 0) built at crop
+level (``cropmap build --level crop``); each seed trains every
 variant with that seed on the same split, scored on the test split at crop, group and coarse level;
 paired comparison of each hierarchical variant against ``flat``. Results: benchmarks/results/hierarchy.json.
 """
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 epochs")
     p.add_argument("--seeds", type=int, default=None, help="seeds (default 5, quick 1)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo's 36; quick 2)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 36, the demo's until 2026-12-02; quick 2)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the scene, dataset and runs here")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder for hierarchy[.quick].json")
@@ -53,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     from cropmap.dataset.build import build_dataset
     from cropmap.demo.run import DEMO_TRAIN
     from cropmap.demo.scene import generate_scene
-    from cropmap.evaluate import evaluate_run
-    from cropmap.train import train_model
+    from cropmap.evaluation import evaluate_run
+    from cropmap.training import train_model
 
     seeds = args.seeds or (1 if args.quick else 5)
-    epochs = args.epochs or (2 if args.quick else DEMO_TRAIN.epochs)
+    epochs = args.epochs or (2 if args.quick else 36)
     start = time.perf_counter()
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="cropmap-hierarchy-")
     work = args.workdir or Path(tmp.name)

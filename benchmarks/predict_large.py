@@ -84,7 +84,7 @@ def write_checkpoint(run: Path, num_classes: int = 13) -> Path:
 
 
 def child(run: str, imagery: str, out: str, window: int) -> None:
-    from cropmap.predict import predict_map
+    from cropmap.prediction import predict_map
     from cropmap.runtime import tune_allocator
 
     tune_allocator()

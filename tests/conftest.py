@@ -69,8 +69,8 @@ def tiny_dataset(tiny_scene, tmp_path_factory):
 def tiny_run(tiny_dataset, tmp_path_factory):
     """A tempcnn-unet run trained for a few steps on ``tiny_dataset``, evaluated on its test split."""
     from cropmap.config import ModelConfig, TrainConfig
-    from cropmap.evaluate import evaluate_run
-    from cropmap.train import train_model
+    from cropmap.evaluation import evaluate_run
+    from cropmap.training import train_model
 
     run = tmp_path_factory.mktemp("run") / "run"
     model = ModelConfig(hidden=8, embed_dim=8, unet_base=8, temporal_layers=2)

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 
 from cropmap.cli import main
-from cropmap.predict.parcels import read_parcel_table
+from cropmap.prediction.parcels import read_parcel_table
 
 
 @pytest.fixture(scope="module")

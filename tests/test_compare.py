@@ -9,7 +9,7 @@ import pytest
 from cropmap.cli import main
 from cropmap.compare import compare_runs, write_comparison
 from cropmap.errors import CropmapError
-from cropmap.evaluate import evaluate_run
+from cropmap.evaluation import evaluate_run
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import xarray as xr
 
 from cropmap.config import BuildConfig
 from cropmap.dataset.build import build_dataset
-from cropmap.predict import predict_tiles
+from cropmap.prediction import predict_tiles
 from cropmap.sources.fetch import fetch_imagery
 from localserver import LocalServer
 from s2catalog import area, serve_catalog

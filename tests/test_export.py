@@ -27,7 +27,7 @@ SMALL_OPTIONS = {"utae": {"encoder_widths": [8, 8, 8, 16], "decoder_widths": [8,
 def runs(tiny_run, tiny_dataset, tmp_path_factory):
     """A trained run per registered model: ``tiny_run`` for the seed model, a few steps for the others."""
     from cropmap.config import ModelConfig, TrainConfig
-    from cropmap.train import train_model
+    from cropmap.training import train_model
 
     out = {load_checkpoint(tiny_run).model_name: tiny_run}
     for name in sorted(set(MODELS) - set(out) - set(FITTED_MODELS)):  # the forest refuses export (test_forest)

@@ -22,7 +22,7 @@ import pytest
 import rasterio
 
 from cropmap.cli import main
-from cropmap.predict.parcels import read_parcel_table
+from cropmap.prediction.parcels import read_parcel_table
 
 OUTPUTS = ("map.tif", "map.confidence.tif", "map.quicklook.png", "pred.gpkg", "pred.parquet")
 START_LIMIT_S = 240  # a loaded 2-core CI machine imports torch and starts predicting well within this

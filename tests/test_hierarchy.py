@@ -250,7 +250,7 @@ def test_intermediate_heads_train_and_reload(tiny_dataset, tmp_path):
     assert main(["evaluate", "--run", str(run), "--data", str(tiny_dataset)]) == 0
     assert "group" in json.loads((run / "metrics.json").read_text(encoding="utf-8"))["heads"]
     from cropmap.config import ModelConfig, TrainConfig
-    from cropmap.train import check_config
+    from cropmap.training import check_config
 
     with pytest.raises(CropmapError, match="level_weights .* one weight per level"):
         check_config(TrainConfig(levels=("group", "coarse"), level_weights=(1.0,)))

@@ -12,7 +12,7 @@ from shapely.geometry import box
 
 from cropmap.dataset.composite import composite_arrays, fill_gaps
 from cropmap.dataset.rasterize import rasterize_parcels
-from cropmap.predict.windows import blend_ramp, stream_probabilities, window_origins
+from cropmap.prediction.windows import blend_ramp, stream_probabilities, window_origins
 
 FAST = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -40,7 +40,7 @@ def has_color(rgb, color):
 
 @pytest.fixture(scope="module")
 def predicted_map(tiny_run, tiny_scene, tmp_path_factory):
-    from cropmap.predict import predict_map
+    from cropmap.prediction import predict_map
 
     out = tmp_path_factory.mktemp("quicklook") / "map.tif"
     predict_map(tiny_run, tiny_scene.imagery, out)

@@ -30,7 +30,7 @@ class Tags(HTMLParser):
 
 @pytest.fixture(scope="module")
 def crop_map(tiny_run, tiny_scene, tmp_path_factory):
-    from cropmap.predict import predict_map
+    from cropmap.prediction import predict_map
 
     out = tmp_path_factory.mktemp("report-map") / "map.tif"
     predict_map(tiny_run, tiny_scene.imagery, out)

@@ -13,8 +13,8 @@ import pytest
 from cropmap.config import BuildConfig, TrainConfig
 from cropmap.dataset.build import build_dataset, warn_split_coverage
 from cropmap.dataset.splits import assign_block_splits, class_aware_splits, parcel_splits, split_coverage
-from cropmap.evaluate import evaluate_run
-from cropmap.train import scheduled_epochs, selection_rule, train_model
+from cropmap.evaluation import evaluate_run
+from cropmap.training import scheduled_epochs, selection_rule, train_model
 
 
 def test_schedule_has_a_floor_in_steps():

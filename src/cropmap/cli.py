@@ -34,7 +34,7 @@ def _build(a: argparse.Namespace) -> None:
 def _train(a: argparse.Namespace) -> None:
     from .config import TrainConfig, load_config
     from .configfile import config_yaml
-    from .train import CONFIG_NAME, train_model
+    from .training import CONFIG_NAME, train_model
 
     model = dict(name=a.model, hidden=a.hidden, embed_dim=a.embed_dim, unet_base=a.unet_base, unet_depth=a.unet_depth)
     # --resume starts from the run's own config.yaml; options given must then agree with it
@@ -62,7 +62,7 @@ def _train(a: argparse.Namespace) -> None:
 def _evaluate(a: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from .evaluate import evaluate_run, per_class_table, summary_lines
+    from .evaluation import evaluate_run, per_class_table, summary_lines
 
     m = evaluate_run(a.run, a.data, split=a.split, out=a.out)
     Console(width=None if sys.stdout.isatty() else 160).print(per_class_table(m))  # pipes: no 80-column wrap
@@ -84,7 +84,7 @@ def _compare(a: argparse.Namespace) -> None:
 
 
 def _predict(a: argparse.Namespace) -> None:
-    from .predict import predict_map, predict_tiles
+    from .prediction import predict_map, predict_tiles
 
     common = dict(parcels=a.parcels, parcels_out=a.parcels_out, quicklook=a.quicklook, window=a.window,
                   overlap=a.overlap, overwrite=a.overwrite)
@@ -107,7 +107,7 @@ def _predict(a: argparse.Namespace) -> None:
 
 
 def _audit(a: argparse.Namespace) -> None:
-    from .audit import audit_parcels
+    from .auditing import audit_parcels
 
     s = audit_parcels(a.parcels, a.out, level=a.level, min_confidence=a.min_confidence, overwrite=a.overwrite)
     print(f"{s.disagreeing:,} of {s.compared:,} parcels disagree with their declaration at the {s.level} level "

@@ -15,7 +15,7 @@ from pathlib import Path
 from .atomic import atomic_path
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .errors import CropmapError
-from .evaluate import level_rows
+from .evaluation import level_rows
 
 COLUMNS = ("run", "model", "parameters", "train s", "best epoch", "level",
            "OA", "mIoU", "macro-F1", "kappa", "parcel OA", "parcel mIoU")

@@ -89,7 +89,7 @@ def _read_metrics(run_dir: Path) -> dict:
 
 
 def _draw_confusion(metrics: dict, png: Path) -> Path | None:
-    from .evaluate import plot_confusion
+    from .evaluation import plot_confusion
 
     cm, names = metrics.get("confusion_matrix"), metrics.get("class_names")
     if not cm or not names:

@@ -95,7 +95,7 @@ def train_forest(data: Path | str, out: Path | str, config: TrainConfig, *, over
                  resume: bool = False, echo: Callable[[str], None] | None = None):
     """Fit the forest on ``data``'s train split, score it on val (through the stored tensors, so the
     figure is what evaluate and predict will see), write the run folder ``out``."""
-    from .train import CONFIG_NAME, TrainSummary, _prepare_run, warn_tiny_splits
+    from .training import CONFIG_NAME, TrainSummary, _prepare_run, warn_tiny_splits
 
     echo = echo or log.info
     try:

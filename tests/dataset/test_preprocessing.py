@@ -15,10 +15,10 @@ from cropmap.config import BuildConfig, ModelConfig, TrainConfig
 from cropmap.dataset.build import build_dataset
 from cropmap.dataset.store import dataset_info
 from cropmap.errors import CropmapError
-from cropmap.predict import scene as scene_mod
-from cropmap.predict.scene import predict_map
+from cropmap.prediction import scene as scene_mod
+from cropmap.prediction.scene import predict_map
 from cropmap.sources.imagery import open_imagery
-from cropmap.train import train_model
+from cropmap.training import train_model
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ from cropmap.config import ForestConfig, ModelConfig, TrainConfig
 from cropmap.dataset.store import dataset_info
 from cropmap.dataset.timegrid import TimeGrid
 from cropmap.errors import CropmapError
-from cropmap.evaluate import evaluate_run
+from cropmap.evaluation import evaluate_run
 from cropmap.models import build_model
 from cropmap.models.forest import forest_tensors
 from cropmap.nomenclature import make_class_table
-from cropmap.predict.windows import receptive_radius
-from cropmap.train import train_model
+from cropmap.prediction.windows import receptive_radius
+from cropmap.training import train_model
 from cropmap.train_forest import class_quota, sample_pixels
 
 
@@ -131,7 +131,7 @@ def test_train_rf_then_evaluate_and_predict(tiny_dataset, tiny_scene, tmp_path):
     m = evaluate_run(run, tiny_dataset, split="test")
     assert m["model"] == "rf" and 0 < m["overall_accuracy"] <= 1
     assert json.loads((run / "metrics.json").read_text())["pixels"] == m["pixels"]
-    from cropmap.predict import predict_map
+    from cropmap.prediction import predict_map
 
     p = predict_map(run, tiny_scene.imagery, tmp_path / "map.tif", parcels=tiny_scene.parcels,
                     parcels_out=tmp_path / "parcels.gpkg")

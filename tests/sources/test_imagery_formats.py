@@ -15,7 +15,7 @@ from conftest import write_date
 from cropmap.config import BuildConfig
 from cropmap.dataset.build import build_dataset
 from cropmap.errors import CropmapError
-from cropmap.predict.scene import predict_map
+from cropmap.prediction.scene import predict_map
 from cropmap.sources.imagery import open_imagery
 from cropmap.sources.zarr_cube import write_cube
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .errors import CropmapError
-from .predict.parcels import read_parcel_table
+from .prediction.parcels import read_parcel_table
 
 AUDIT_COLUMNS = ("rank", "ID_PARCEL", "CODE_CULTU", "SURF_PARC", "declared", "predicted", "confidence",
                  "agreement", "n_pixels", "lon", "lat")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cropmap.cli import main
-from cropmap.evaluate import evaluate_run, summary_lines
+from cropmap.evaluation import evaluate_run, summary_lines
 from cropmap.metrics import ParcelVotes, coarser_confusion, metrics_from_confusion
 from cropmap.nomenclature import coarser_levels, make_class_table
 

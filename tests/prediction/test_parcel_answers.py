@@ -9,7 +9,7 @@ from rasterio.transform import from_origin
 from shapely.geometry import MultiPolygon, box
 
 from cropmap.nomenclature import make_class_table
-from cropmap.predict.parcels import ParcelStats, parcel_table, read_parcel_table, write_parcel_table
+from cropmap.prediction.parcels import ParcelStats, parcel_table, read_parcel_table, write_parcel_table
 
 TABLE, _ = make_class_table(["BTH", "MIS", "PPH"], "group", background=True)  # 0 bg, 1 wheat, 2 maize, 3 meadow
 H, W = 40, 40

@@ -16,7 +16,7 @@ from cropmap.cli import main
 from cropmap.config import ModelConfig, TrainConfig, load_config
 from cropmap.configfile import config_yaml, field_comments
 from cropmap.errors import CropmapError
-from cropmap.train import (LAST_NAME, AtomicCheckpointIO, check_config, make_datasets, resolve_deterministic,
+from cropmap.training import (LAST_NAME, AtomicCheckpointIO, check_config, make_datasets, resolve_deterministic,
                            resolve_precision, train_model, trainer_arguments)
 
 TINY = ModelConfig(hidden=8, embed_dim=8, unet_base=8, temporal_layers=2)

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
-from cropmap.audit import AUDIT_COLUMNS, audit_parcels
+from cropmap.auditing import AUDIT_COLUMNS, audit_parcels
 from cropmap.cli import main
 from cropmap.errors import CropmapError
-from cropmap.predict.parcels import write_parcel_table
+from cropmap.prediction.parcels import write_parcel_table
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from cropmap.predict.windows import (blend_ramp, column_strips, plan_context, receptive_radius, stream_probabilities,
+from cropmap.prediction.windows import (blend_ramp, column_strips, plan_context, receptive_radius, stream_probabilities,
                                      window_origins)
 
 

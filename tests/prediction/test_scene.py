@@ -14,9 +14,9 @@ from rio_cogeo.cogeo import cog_validate
 from cropmap.checkpoint import load_checkpoint, save_checkpoint
 from cropmap.errors import CropmapError
 from cropmap.models import build_model
-from cropmap.predict import NODATA, predict_map
-from cropmap.predict.scene import ScenePredictor
-from cropmap.predict.windows import receptive_radius, stream_probabilities
+from cropmap.prediction import NODATA, predict_map
+from cropmap.prediction.scene import ScenePredictor
+from cropmap.prediction.windows import receptive_radius, stream_probabilities
 from cropmap.sources.geotiff_folder import open_scene_folder
 
 

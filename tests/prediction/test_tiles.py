@@ -8,8 +8,8 @@ import rasterio
 from rasterio.windows import Window
 
 from cropmap.errors import CropmapError
-from cropmap.predict import predict_map, predict_tiles
-from cropmap.predict.parcels import read_parcel_table
+from cropmap.prediction import predict_map, predict_tiles
+from cropmap.prediction.parcels import read_parcel_table
 
 
 def _split(imagery, out, halves=((0, 48), (48, 96))):
@@ -86,7 +86,7 @@ def test_tiles_on_a_dask_distributed_cluster(tiny_run, tiles, tmp_path):
 
 
 def test_tile_errors(tiny_run, tiles, tmp_path, monkeypatch):
-    monkeypatch.setattr("cropmap.predict.tiles.DASK_CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr("cropmap.prediction.tiles.DASK_CONNECT_TIMEOUT_S", 2)
     with pytest.raises(CropmapError, match="several imagery folders are named"):
         predict_tiles(tiny_run, [tiles[0], tiles[0]], tmp_path / "maps")
     with pytest.raises(CropmapError, match="cannot reach the Dask scheduler"):
