@@ -20,8 +20,10 @@ setup: $(BIN)/cropmap
 demo: setup
 	$(BIN)/cropmap demo --out $(DEMO_OUT)
 
+# TESTS=fast (default): the suite without the tests marked slow; TESTS=all: everything (what CI runs)
+TESTS ?= fast
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter all,$(TESTS)),,-m "not slow")
 
 # speed of every registered model, fast paths, allocator, data (~10-15 min on 2 cores); BENCH_ARGS=--quick for ~2 min
 bench: setup

@@ -38,7 +38,8 @@ def runs(tiny_run, tiny_dataset, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module", params=sorted(set(MODELS) - set(FITTED_MODELS)))
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) if n == "utae" else n
+                                        for n in sorted(set(MODELS) - set(FITTED_MODELS))])
 def exported(request, runs, tmp_path_factory):
     run = runs[request.param]
     summary = export_onnx(run, tmp_path_factory.mktemp("onnx") / "model.onnx")

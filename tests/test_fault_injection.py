@@ -84,6 +84,7 @@ def _same_outputs(out: Path, ref: Path) -> None:
 
 
 # 3 runs (kill points cycle through the stages) so that an ordering or timing fault shows up in CI
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(3))
 def test_killed_predict_reruns_to_the_uninterrupted_result(attempt, reference, tiny_run, tiny_scene, tmp_path):
     point = ("windows", "rasters", "tables")[attempt]

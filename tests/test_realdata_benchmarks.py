@@ -26,6 +26,7 @@ def run_script(name: str, results: Path, *extra: str) -> dict:
     return json.loads((results / name.replace(".py", ".quick.json")).read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REAL / "fr-rpg-points").is_dir() or not (REAL / "formosat2-tempcnn").is_dir(),
                     reason="no real data in ../shared/data/realdata")
 def test_real_points_quick(tmp_path: Path) -> None:
@@ -45,6 +46,7 @@ def test_real_points_quick(tmp_path: Path) -> None:
     assert out["formosat2-tempcnn"]["random-forest"]["oa"]["mean"] > 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REAL / "be-lpis-2018-patch").is_dir(), reason="no real data in ../shared/data/realdata")
 def test_real_patch_quick(tmp_path: Path) -> None:
     out = run_script("real_patch.py", tmp_path / "results", "--workdir", str(tmp_path / "work"))

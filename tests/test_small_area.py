@@ -77,6 +77,7 @@ def small_area(tiny_scene, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_defaults_beat_the_majority_class_on_a_small_area(small_area, tmp_path):
     notes = []
     s = train_model(small_area, tmp_path / "run", TrainConfig(threads=2), echo=notes.append)

@@ -62,6 +62,7 @@ def runs(tiny_dataset, tmp_path_factory):
     return root / "A", b, killed
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_ends_with_the_uninterrupted_weights_and_metrics(runs):
     a, b, _ = runs
     ca, cb = torch.load(a / "model.pt", weights_only=True), torch.load(b / "model.pt", weights_only=True)
@@ -83,6 +84,7 @@ def test_resume_after_a_kill_ends_with_the_uninterrupted_weights_and_metrics(run
     assert json.loads((a / "classes.json").read_text()) == json.loads((b / "classes.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs_done", [1, 2])
 def test_kill_and_resume_again_gives_the_same_weights(runs, tiny_dataset, tmp_path, epochs_done):
     """The fault injection repeated (3 kills in all with the fixture's), at another epoch too."""

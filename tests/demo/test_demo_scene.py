@@ -137,6 +137,7 @@ def test_meadow_greener_than_wheat_in_july(scene: DemoScene) -> None:
     assert np.median(meadow) > np.median(wheat) + 0.1
 
 
+@pytest.mark.slow
 def test_demo_command_runs_every_stage(tmp_path):
     """The demo end to end on a small scene and one epoch: every output it announces exists."""
     from rich.console import Console

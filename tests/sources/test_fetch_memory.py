@@ -41,6 +41,7 @@ def _peak_mb(server, tmp_path: Path, side: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["maxrss_kb"] / 1024
 
 
+@pytest.mark.slow
 def test_peak_memory_flat_when_the_area_quadruples(server, tmp_path):
     small = _peak_mb(server, tmp_path, SIDE // 2)
     large = _peak_mb(server, tmp_path, SIDE)
