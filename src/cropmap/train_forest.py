@@ -33,7 +33,6 @@ from .checkpoint import CHECKPOINT_NAME, Checkpoint, save_checkpoint
 from .config import TrainConfig
 from .configfile import config_yaml
 from .data.patches import normalise
-from .dataset.splits import TINY_SPLIT_PATCHES
 from .dataset.store import dataset_info, open_dataset
 from .errors import CropmapError
 from .losses import label_counts
@@ -61,9 +60,9 @@ def class_quota(counts: np.ndarray, budget: int) -> np.ndarray:
 
 
 def sample_pixels(data: Path | str, split: str, budget: int, num_classes: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``[N, C·T]`` standardised features and ``[N]`` labels of (a class-capped sample of) ``split``'s
-    labelled pixels, read a few patches at a time."""
+    labelled pixels, read a few patches at a time, and ``[K]`` the split's labelled pixels per class."""
     info = dataset_info(data)
     ds = open_dataset(data)
     sel = np.flatnonzero(ds["split"].values == split)
@@ -88,7 +87,7 @@ def sample_pixels(data: Path | str, split: str, budget: int, num_classes: int,
         block = block.reshape(len(block), c, t, per_patch)
         picked = block[patch[inside] - start, :, :, pixel[inside]]  # [m, C, T]
         feats[inside] = normalise(picked[..., None, None], info.norm_mean, info.norm_std).reshape(len(picked), -1)
-    return feats, flat[idx]
+    return feats, flat[idx], counts
 
 
 def train_forest(data: Path | str, out: Path | str, config: TrainConfig, *, overwrite: bool = False,
@@ -122,16 +121,13 @@ def train_forest(data: Path | str, out: Path | str, config: TrainConfig, *, over
     k = info.class_table.num_classes
     rng = np.random.default_rng(config.seed)
     start = time.perf_counter()
-    x_train, y_train = sample_pixels(data, "train", f.max_pixels, k, rng)
-    x_val, y_val = sample_pixels(data, "val", 0, k, rng)
+    x_train, y_train, all_train = sample_pixels(data, "train", f.max_pixels, k, rng)
+    x_val, y_val, val_counts = sample_pixels(data, "val", 0, k, rng)
     if len(y_train) == 0:
         raise CropmapError(f"{data}: the train split has no labelled pixel")
-    ds = open_dataset(data)
-    n_split = {s: int((ds["split"].values == s).sum()) for s in ("train", "val")}
-    all_train = label_counts(ds["label"].values[ds["split"].values == "train"], k)
-    warn_tiny_splits(data, names, all_train, label_counts(y_val, k), n_split["train"], n_split["val"],
+    warn_tiny_splits(data, names, all_train, val_counts, info.n_patches.get("train", 0), info.n_patches.get("val", 0),
                      info.class_table.background)
-    if n_split["val"] < TINY_SPLIT_PATCHES and len(y_val) == 0:
+    if len(y_val) == 0:
         echo(f"{data}: no labelled val pixel; the forest is fitted without a val score")
     used = label_counts(y_train, k)
     if used.sum() < all_train.sum():
@@ -144,7 +140,7 @@ def train_forest(data: Path | str, out: Path | str, config: TrainConfig, *, over
     rf = RandomForestClassifier(n_estimators=f.trees, min_samples_leaf=f.min_samples_leaf,
                                 max_features=MAX_FEATURES[f.max_features], n_jobs=jobs, random_state=config.seed)
     rf.fit(x_train, y_train)
-    state, sizes = forest_tensors(rf.estimators_, k, rf.classes_.astype(np.int64))
+    state, sizes = forest_tensors(rf.estimators_, rf.classes_.astype(np.int64))
     kwargs = {"steps": int(info.time_grid.steps), **sizes}
     model = build_model("rf", in_channels=len(info.bands), num_classes=k, **kwargs)
     model.load_state_dict(state)

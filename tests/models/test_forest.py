@@ -30,7 +30,7 @@ def _fitted(c=4, t=5, k=5, classes=(0, 1, 2, 3, 4), n=400, seed=0, **rf_args):
     x = np.round(rng.normal(size=(n, c * t)), 1).astype(np.float32)
     y = np.asarray(classes)[((x[:, 0] > 0).astype(int) + (x[:, 3] > 0.5) + (x[:, 7] < -0.5) * 2) % len(classes)]
     rf = RandomForestClassifier(n_estimators=7, random_state=seed, **rf_args).fit(x, y)
-    state, sizes = forest_tensors(rf.estimators_, k, rf.classes_.astype(np.int64))
+    state, sizes = forest_tensors(rf.estimators_, rf.classes_.astype(np.int64))
     model = build_model("rf", in_channels=c, num_classes=k, steps=t, **sizes)
     model.load_state_dict(state)
     return model.eval(), rf, x
@@ -110,12 +110,13 @@ def test_sampled_pixels_are_the_datasets_values(tiny_dataset):
 
     info = dataset_info(tiny_dataset)
     k = info.class_table.num_classes
-    x, y = sample_pixels(tiny_dataset, "train", 0, k, np.random.default_rng(0))
+    x, y, counts = sample_pixels(tiny_dataset, "train", 0, k, np.random.default_rng(0))
+    assert counts.tolist() == np.bincount(y, minlength=k).tolist()
     ds = PatchDataset(tiny_dataset, "train")
     want = np.concatenate([ds[i]["x"].numpy().transpose(2, 3, 0, 1)[ds.y[i] != IGNORE_INDEX] for i in range(len(ds))])
     assert x.shape == (len(want), want.shape[1] * want.shape[2])
     np.testing.assert_allclose(np.sort(x, axis=0), np.sort(want.reshape(len(want), -1), axis=0), atol=1e-6)
-    xs, ys = sample_pixels(tiny_dataset, "train", 200, k, np.random.default_rng(0))
+    xs, ys, _ = sample_pixels(tiny_dataset, "train", 200, k, np.random.default_rng(0))
     assert len(ys) <= 200 and np.bincount(ys, minlength=k).tolist() == class_quota(np.bincount(y, minlength=k), 200).tolist()
 
 

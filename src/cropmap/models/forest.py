@@ -146,7 +146,7 @@ def sklearn_trees(forest: RandomForest) -> list[Any]:
     return out
 
 
-def forest_tensors(estimators: list[Any], num_classes: int, classes: np.ndarray) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+def forest_tensors(estimators: list[Any], classes: np.ndarray) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Fitted scikit-learn decision trees -> (state dict, builder sizes) of :class:`RandomForest`.
 
     Reads only the trees' public ``tree_`` arrays (no scikit-learn import here); ``classes`` maps each
