@@ -86,7 +86,7 @@ def test_tiles_on_a_dask_distributed_cluster(tiny_run, tiles, tmp_path):
 
 
 def test_tile_errors(tiny_run, tiles, tmp_path, monkeypatch):
-    monkeypatch.setattr("cropmap.prediction.tiles.DASK_CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr("cropmap.cluster.DASK_CONNECT_TIMEOUT_S", 2)
     with pytest.raises(CropmapError, match="several imagery folders are named"):
         predict_tiles(tiny_run, [tiles[0], tiles[0]], tmp_path / "maps")
     with pytest.raises(CropmapError, match="cannot reach the Dask scheduler"):

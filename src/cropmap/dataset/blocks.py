@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..cluster import dask_client
+from ..cluster import run_tasks
 from ..nomenclature import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -114,33 +115,11 @@ def run_blocks(imagery: Path | str, grid, keep_scl: Sequence[int], jobs: list[Bl
     """Run :func:`composite_block` for every job: in this process (``workers`` threads; 1 = one after the
     other) or on the Dask scheduler at ``dask_address``, whose workers must see ``imagery`` and ``store``
     at the same paths (a shared file system)."""
-    import dask
-
     # absolute paths: the workers of a cluster do not share this process's working directory
     img, dst = str(Path(imagery).absolute()), str(Path(store).absolute())
-    tasks = [dask.delayed(composite_block, pure=False)(img, grid, tuple(keep_scl), job, dst) for job in jobs]
-    if dask_address:
-        with dask_client(dask_address) as client:
-            futures = client.compute(tasks)
-            results = []
-            from dask.distributed import as_completed
-
-            for f in as_completed(futures):
-                results.append(f.result())
-                if progress:
-                    progress(1)
-            return sorted(results, key=lambda r: int(r.index[0]))
-    if workers <= 1:  # one block after the other: bounded memory and a live progress bar
-        results = []
-        for t in tasks:
-            results.append(t.compute(scheduler="sync"))
-            if progress:
-                progress(1)
-        return results
-    results = list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
-    if progress:
-        progress(len(results))
-    return results
+    tasks = [partial(composite_block, img, grid, tuple(keep_scl), job, dst) for job in jobs]
+    return run_tasks(tasks, workers=workers, dask_address=dask_address,
+                     on_done=(lambda i, r: progress(1)) if progress else None)
 
 
 def band_norm(results: list[BlockResult]) -> tuple[np.ndarray, np.ndarray]:

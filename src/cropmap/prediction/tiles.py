@@ -1,5 +1,5 @@
-"""``cropmap predict`` over many scenes (tiles): one Dask task per tile, on a local scheduler or a
-Dask distributed cluster, each tile's map written atomically and skipped when already done; then a
+"""``cropmap predict`` over many scenes (tiles): one task per tile (:func:`~cropmap.cluster.run_tasks`: in
+turn, on threads or on a Dask distributed cluster), each tile's map written atomically and skipped when already done; then a
 VRT mosaic of the tiles and one parcel table for the whole area (a parcel crossing tiles counts the
 pixels of all of them).
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -20,6 +21,7 @@ import rasterio
 
 from ..atomic import atomic_path
 from ..checkpoint import load_checkpoint
+from ..cluster import run_tasks
 from ..errors import CropmapError
 from ..sources.parcels import read_parcels
 from .parcels import ParcelStats, bounds_in_crs, parcel_table, write_parcel_table
@@ -27,9 +29,6 @@ from .rasters import NODATA
 from .scene import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_outputs, parcel_outputs, predict_scene
 
 log = logging.getLogger(__name__)
-
-DASK_CONNECT_TIMEOUT_S = 30
-
 
 @dataclass(frozen=True)
 class TileResult:
@@ -69,25 +68,12 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
     load_checkpoint(run)  # fail here, once, rather than in every task
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    import dask
-
     opts = dict(parcels=parcels if outs else None, confidence=confidence, probabilities=probabilities,
                 quicklook=quicklook, window=window, overlap=overlap,
                 keep_scl=tuple(keep_scl) if keep_scl is not None else None, overwrite=overwrite,
                 show_progress=dask_address is None and workers == 1)
-    tasks = [dask.delayed(predict_tile, pure=False)(Path(run), img, out_dir / f"{img.name}.tif", **opts)
-             for img in imageries]
-    if dask_address:
-        from dask.distributed import Client
-
-        try:
-            client = Client(dask_address, timeout=DASK_CONNECT_TIMEOUT_S)
-        except OSError as e:
-            raise CropmapError(f"{dask_address}: cannot reach the Dask scheduler ({e})") from e
-        with client:
-            results = client.gather(client.compute(tasks))
-    else:
-        results = dask.compute(*tasks, scheduler="sync" if workers == 1 else "threads", num_workers=workers)
+    tasks = [partial(predict_tile, Path(run), img, out_dir / f"{img.name}.tif", **opts) for img in imageries]
+    results = run_tasks(tasks, workers=workers, dask_address=dask_address)
     tiles = tuple(r for r, _ in results)
     for t in tiles:
         log.info("%s: %s in %.0f s", t.map_path, "skipped (done before)" if t.skipped else "mapped", t.seconds)

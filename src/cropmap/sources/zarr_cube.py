@@ -27,6 +27,7 @@ float reflectance (see :class:`cropmap.sources.imagery.XarrayStack`).
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,6 +37,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from ..cluster import run_tasks
 from ..errors import CropmapError
 from .geotiff_folder import BANDS
 from .xarray_stack import XarrayStack
@@ -101,35 +103,11 @@ def write_cube(path: Path | str, times: Sequence[dt.date | dt.datetime | np.date
         if progress and left[i] == 0:
             progress(1)
 
-    if dask_address or workers > 1:
-        import dask
-
-        where = path.absolute()  # the workers of a cluster do not share this process's working directory
-        tasks = [dask.delayed(_write_block, pure=False)(where, i, by, bx, w, read_step, scl) for i, by, bx, w in todo]
-        if dask_address:
-            from dask.distributed import as_completed
-
-            from ..cluster import dask_client
-
-            with dask_client(dask_address) as client:
-                futures = client.compute(tasks)
-                index = {f.key: t[0] for f, t in zip(futures, todo)}
-                for f in as_completed(futures):
-                    f.result()
-                    done(index[f.key])
-        else:
-            from concurrent.futures import ThreadPoolExecutor, as_completed as completed
-
-            # at most `workers` blocks in memory at once, whatever the area
-            with ThreadPoolExecutor(workers) as pool:
-                futs = {pool.submit(_write_block, path, i, by, bx, w, read_step, scl): i for i, by, bx, w in todo}
-                for f in completed(futs):
-                    f.result()
-                    done(futs[f])
-        return path
-    for i, by, bx, w in todo:
-        _write_block(path, i, by, bx, w, read_step, scl)
-        done(i)
+    # absolute path: the workers of a cluster do not share this process's working directory; at most
+    # `workers` blocks are in memory at once, whatever the area
+    where = path.absolute() if dask_address else path
+    tasks = [partial(_write_block, where, i, by, bx, w, read_step, scl) for i, by, bx, w in todo]
+    run_tasks(tasks, workers=workers, dask_address=dask_address, on_done=lambda k, _: done(todo[k][0]))
     return path
 
 
