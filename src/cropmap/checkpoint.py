@@ -17,7 +17,6 @@ from torch import nn
 from .atomic import atomic_path
 from .dataset.timegrid import TimeGrid
 from .errors import CropmapError
-from .models import build_model
 from .nomenclature import ClassTable
 
 FORMAT = "cropmap-checkpoint"
@@ -58,11 +57,11 @@ class Checkpoint:
     def build(self) -> nn.Module:
         """The model in eval mode, ``[B, C, T, H, W] -> [B, K, H, W]``; a hierarchical one outputs its finest
         level's consistent log-probabilities (see :mod:`cropmap.hierarchy`), so callers need not know."""
-        from .hierarchy import HierarchicalModel, Hierarchy
+        from .hierarchy import Hierarchy, build_network, for_inference
 
         h = Hierarchy.from_dict(self.hierarchy) if self.hierarchy else None
-        model = build_model(self.model_name, in_channels=len(self.bands),
-                            num_classes=h.total if h else self.class_table.num_classes, **self.model_kwargs)
+        model = build_network(self.model_name, in_channels=len(self.bands), num_classes=self.class_table.num_classes,
+                              hierarchy=h, **self.model_kwargs)
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as e:  # weights saved for another class table, band set or model size
@@ -71,7 +70,7 @@ class Checkpoint:
                 f"{self.source or 'checkpoint'}: the weights do not fit {self.model_name} with "
                 f"{self.class_table.num_classes} classes and {len(self.bands)} bands ({first})"
             ) from e
-        return (HierarchicalModel(model, h) if h else model).eval()
+        return for_inference(model, h)
 
 
 def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:

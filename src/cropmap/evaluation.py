@@ -19,6 +19,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data.patches import PatchDataset
 from .dataset.store import DatasetInfo, dataset_info
 from .errors import CropmapError
+from .hierarchy import HierarchicalModel
 from .metrics import (
     ParcelVotes,
     coarser_confusion,
@@ -57,7 +58,7 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     model = ckpt.build()
     table = ckpt.class_table
     k = table.num_classes
-    hierarchy = getattr(model, "hierarchy", None)  # set on models with one head per level
+    hierarchy = model.hierarchy if isinstance(model, HierarchicalModel) else None  # one head per level
     cm = np.zeros((k, k), dtype=np.int64)
     head_cms = {lv: np.zeros((n, n), np.int64) for lv, n in zip(hierarchy.levels, hierarchy.sizes)} if hierarchy else {}
     votes = ParcelVotes(int(ds.parcel.max(initial=0)), k)

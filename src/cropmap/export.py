@@ -23,6 +23,7 @@ from . import __version__
 from .atomic import atomic_path
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import CropmapError
+from .models.protocol import model_traits
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -71,10 +72,11 @@ def export_onnx(run: Path | str, out: Path | str, *, opset: int | None = None, o
         raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
     onnx, ort = _import_onnx()
     ckpt = load_checkpoint(run)
-    if ckpt.model_name == "rf":
-        raise CropmapError(f"{run}: a random forest (rf) has no ONNX export here (its tree traversal loops until "
-                           "every pixel reaches a leaf); predict with `cropmap predict --run`")
     model = ckpt.build()
+    why = model_traits(model).no_export
+    if why:
+        raise CropmapError(f"{run}: {ckpt.model_name} has no ONNX export here ({why}); "
+                           "predict with `cropmap predict --run`")
     proto = _to_onnx(model, ckpt, opset, run)
     metadata = _metadata(ckpt)
     del proto.metadata_props[:]

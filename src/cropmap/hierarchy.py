@@ -166,10 +166,24 @@ class HierarchicalModel(nn.Module):
         return self.hierarchy.consistent(list(self.forward_levels(x, doy, mask).values()), all_levels=False)[0]
 
 
+def build_network(name: str, *, in_channels: int, num_classes: int, hierarchy: Hierarchy | None = None,
+                  **kwargs) -> nn.Module:
+    """The one place a model is built (training, checkpoints): the registered model ``name`` with one output
+    channel per class, or per class of every level of ``hierarchy`` (its raw logits, to train or to load
+    weights into; :func:`for_inference` gives what predict and evaluate run)."""
+    return build_model(name, in_channels=in_channels, num_classes=hierarchy.total if hierarchy else num_classes,
+                       **kwargs)
+
+
+def for_inference(network: nn.Module, hierarchy: Hierarchy | None) -> nn.Module:
+    """``network`` in eval mode, wrapped in :class:`HierarchicalModel` when it has one head per level."""
+    return (HierarchicalModel(network, hierarchy) if hierarchy is not None else network).eval()
+
+
 def build_hierarchical(name: str, *, in_channels: int, hierarchy: Hierarchy, **kwargs) -> HierarchicalModel:
     """The registered model ``name`` with ``hierarchy.total`` output channels, wrapped."""
-    return HierarchicalModel(build_model(name, in_channels=in_channels, num_classes=hierarchy.total, **kwargs),
-                             hierarchy)
+    return HierarchicalModel(build_network(name, in_channels=in_channels, num_classes=hierarchy.total,
+                                           hierarchy=hierarchy, **kwargs), hierarchy)
 
 
 class HierarchicalLoss(nn.Module):

@@ -37,7 +37,7 @@ from .dataset.store import dataset_info, open_dataset
 from .errors import CropmapError
 from .losses import label_counts
 from .metrics import confusion_matrix, metrics_from_confusion
-from .models import build_model
+from .hierarchy import build_network
 from .models.forest import forest_tensors
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def train_forest(data: Path | str, out: Path | str, config: TrainConfig, *, over
     rf.fit(x_train, y_train)
     state, sizes = forest_tensors(rf.estimators_, rf.classes_.astype(np.int64))
     kwargs = {"steps": int(info.time_grid.steps), **sizes}
-    model = build_model("rf", in_channels=len(info.bands), num_classes=k, **kwargs)
+    model = build_network("rf", in_channels=len(info.bands), num_classes=k, **kwargs)
     model.load_state_dict(state)
     model.eval()
     val_miou = float("nan")

@@ -40,10 +40,10 @@ from .data.patches import PatchDataset
 from .dataset.splits import TINY_SPLIT_PATCHES
 from .dataset.store import dataset_info
 from .errors import CropmapError
-from .hierarchy import HierarchicalLoss, Hierarchy, level_counts
+from .hierarchy import HierarchicalLoss, Hierarchy, build_network, level_counts
 from .losses import CLASS_WEIGHTS, LOSSES, class_weights, label_counts, make_loss
 from .metrics import metrics_from_confusion
-from .models import build_model
+from .models import MODELS, accepted_kwargs
 from .nomenclature import IGNORE_INDEX
 from .progress import progress_enabled
 
@@ -55,7 +55,6 @@ RESUME_FORMAT = "cropmap-resume"
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard")
 LEVEL_HEADS = ("top", "intermediate")
-INTERMEDIATE_HEAD_MODELS = ("tempcnn-unet", "tempcnn-unet-fast", "tempcnn-pixel")  # they take coarse_heads
 
 @dataclass(frozen=True)
 class TrainSummary:
@@ -230,9 +229,10 @@ def check_config(config: TrainConfig) -> None:
                            f"({len(config.levels)}: {', '.join(config.levels) or 'none'})")
     if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 for w in config.level_weights):
         raise CropmapError(f"level_weights {list(config.level_weights)}: expected numbers >= 0")
-    if config.level_heads == "intermediate" and config.levels and config.model.name not in INTERMEDIATE_HEAD_MODELS:
+    taking = sorted(n for n in MODELS if accepted_kwargs(n, {"coarse_heads": ()}))  # builders with coarse_heads
+    if config.level_heads == "intermediate" and config.levels and config.model.name not in taking:
         raise CropmapError(f"level_heads intermediate: model {config.model.name} has no intermediate temporal layers "
-                           f"to read from (use one of {', '.join(INTERMEDIATE_HEAD_MODELS)}, or level_heads top)")
+                           f"to read from (use one of {', '.join(taking)}, or level_heads top)")
     if config.logger == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboardX", "tensorboard")):
         raise CropmapError("logger tensorboard: needs tensorboardX (pip install 'cropmap[tensorboard]')")
 
@@ -407,8 +407,8 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
     model_kwargs = config.model.kwargs()
     if hierarchy is not None and config.level_heads == "intermediate":
         model_kwargs["coarse_heads"] = list(hierarchy.sizes[1:])
-    model = build_model(config.model.name, in_channels=len(info.bands),
-                        num_classes=hierarchy.total if hierarchy else num_classes, **model_kwargs)
+    model = build_network(config.model.name, in_channels=len(info.bands), num_classes=num_classes,
+                          hierarchy=hierarchy, **model_kwargs)
     n_params = sum(p.numel() for p in model.parameters())
     echo(f"{config.model.name}: {n_params:,} parameters")
     counts = label_counts(train_ds.y, num_classes)

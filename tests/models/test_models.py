@@ -120,3 +120,41 @@ def test_checkpoint_loading_refuses_foreign_files(tmp_path):
 def test_unknown_model_name():
     with pytest.raises(CropmapError, match=f"unknown model 'nope'; available: {', '.join(sorted(MODELS))}$"):
         build_model("nope", in_channels=4, num_classes=2)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_every_model_follows_the_protocol(model_name):
+    """What predict, evaluate and export ask of a model (cropmap.models.protocol), for every registered one."""
+    from cropmap.models.protocol import CropModel, ModelTraits, model_traits
+
+    if model_name in FITTED_MODELS:
+        model = build_model(model_name, in_channels=4, num_classes=3, steps=2, trees=1, nodes=1, leaves=1,
+                            leaf_classes=1, depth=0)
+    else:
+        model = build_model(model_name, in_channels=4, num_classes=3, **SMALL[model_name])
+    assert isinstance(model, CropModel)
+    t = model_traits(model)
+    assert isinstance(t, ModelTraits) and t.multiple >= 1
+    assert (t.no_export is not None) == (model_name in FITTED_MODELS)
+    assert t.global_context == (model_name == "utae")
+    if model_name in FITTED_MODELS:
+        assert t.receptive_radius == 0
+
+
+def test_model_traits_combine_submodules_and_refuse_bad_declarations():
+    from cropmap.models.protocol import model_traits
+
+    class Part(torch.nn.Module):
+        def __init__(self, **declared):
+            super().__init__()
+            for k, v in declared.items():
+                setattr(self, k, v)
+
+    whole = torch.nn.Sequential(Part(multiple=4, receptive_radius=3), Part(multiple=8, receptive_radius=1),
+                                Part(no_export="why"))
+    t = model_traits(whole)
+    assert (t.multiple, t.receptive_radius, t.global_context, t.no_export) == (8, 3, False, "why")
+    with pytest.raises(TypeError, match="multiple must be a positive int"):
+        model_traits(Part(multiple=0))
+    with pytest.raises(TypeError, match="receptive_radius must be an int"):
+        model_traits(Part(receptive_radius=1.5))

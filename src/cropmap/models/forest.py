@@ -46,6 +46,8 @@ class RandomForest(nn.Module):
 
     # pixel-wise: the output at a pixel depends on that pixel's series only (see predict.windows)
     receptive_radius = 0
+    # a traversal loops until every pixel reaches a leaf: no fixed graph for ONNX
+    no_export = "a random forest's tree traversal loops until every pixel reaches a leaf"
 
     def __init__(self, in_channels: int, num_classes: int, steps: int, trees: int, nodes: int, leaves: int,
                  leaf_classes: int, depth: int) -> None:

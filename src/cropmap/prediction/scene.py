@@ -29,6 +29,7 @@ from ..dataset.rasterize import to_grid_crs
 from ..dataset.timegrid import TimeGrid
 from ..errors import CropmapError
 from ..models.fold import fold_batchnorm
+from ..models.protocol import model_traits
 from ..progress import progress_bar
 from ..sources.geotiff_folder import BANDS, SceneStack
 from ..sources.imagery import open_imagery
@@ -72,7 +73,7 @@ class ScenePredictor:
         self.grid = grid_for(ckpt.time_grid, stack)
         self.doy = torch.as_tensor(self.grid.day_of_year.astype(np.float32))[None]
         # windows start on the model's pooling grid, so they see what a whole-scene pass sees
-        self.multiple = max([int(getattr(m, "multiple", 1)) for m in self.model.modules()] + [1])
+        self.multiple = model_traits(self.model).multiple
 
     @property
     def num_classes(self) -> int:

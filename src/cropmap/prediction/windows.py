@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
+from ..models.protocol import model_traits
+
 log = logging.getLogger(__name__)
 
 # (probabilities [K, h, w] float32, has_data [h, w] bool) of one window
@@ -65,11 +67,11 @@ def receptive_radius(model: torch.nn.Module, in_channels: int, multiple: int = 1
     (a model with global context). Models that declare ``global_context`` (e.g. U-TAE, whose GroupNorm
     pools over the whole window) are not probed: the probe would grow to ``max_probe`` for nothing; nor are
 those that declare their ``receptive_radius`` in pixels (the random forest)."""
-    if any(getattr(m, "global_context", False) for m in model.modules()):
+    traits = model_traits(model)
+    if traits.global_context:
         return None
-    declared = [m.receptive_radius for m in model.modules() if isinstance(getattr(m, "receptive_radius", None), int)]
-    if declared:  # a model without gradients to probe (the random forest: 0, pixel-wise) says it itself
-        return max(declared)
+    if traits.receptive_radius is not None:  # a model without gradients to probe (the forest: 0) says it itself
+        return traits.receptive_radius
     was_training = model.training
     model.eval()
     try:
