@@ -85,7 +85,7 @@ class SceneStack(GridStack):
             with rasterio.open(path) as src:
                 dn = src.read(list(self.band_indexes[i]), window=window)
                 scl = src.read(self.scl_indexes[i], window=window) if self.scl_indexes[i] else None
-        except rasterio.errors.RasterioIOError as e:
+        except (rasterio.errors.RasterioIOError, UnicodeDecodeError) as e:  # damaged metadata text is not UTF-8
             raise CropmapError(f"{path}: cannot read ({e})") from e
         if dn.dtype != np.uint16:
             raise CropmapError(f"{path}: bands are {dn.dtype}, expected uint16 DN (reflectance x 10000)")
@@ -124,7 +124,7 @@ def open_scene_folder(path: Path | str) -> SceneStack:
                 count = src.count
                 dtypes = src.dtypes
                 _check_complete(p, src)
-        except rasterio.errors.RasterioIOError as e:
+        except (rasterio.errors.RasterioIOError, UnicodeDecodeError) as e:  # damaged metadata text is not UTF-8
             raise CropmapError(f"{p}: not a readable GeoTIFF ({e})") from e
         if grid[0] is None:
             raise CropmapError(f"{p}: the GeoTIFF has no CRS")
