@@ -121,7 +121,7 @@ def test_unevaluated_run_is_refused(run_copy, capsys):
     assert not list(run_copy.glob("*.html")) and not list(run_copy.glob(".*tmp*"))
 
 
-@pytest.mark.parametrize("content, message", [("{not json", "not valid JSON"),
+@pytest.mark.parametrize("content, message", [("{not json", "not a readable metrics file (JSONDecodeError"),
                                               ('{"overall_accuracy": 1}', "not a cropmap metrics file (missing miou")])
 def test_broken_metrics_are_refused(run_copy, content, message):
     (run_copy / "metrics.json").write_text(content)

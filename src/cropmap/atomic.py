@@ -48,6 +48,17 @@ def remove_stale_temps(final: Path | str) -> list[Path]:
     return removed
 
 
+def refuse_existing(*paths: Path | str | None, overwrite: bool) -> None:
+    """Stop, before any work, when an output exists and ``overwrite`` is not given (one message for all)."""
+    if overwrite:
+        return
+    for p in paths:
+        if p is not None and Path(p).exists():
+            from .errors import CropmapError
+
+            raise CropmapError(f"{p}: already exists (pass --overwrite to replace it)")
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path | str, *, overwrite: bool = True, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success rename it to ``final``, on error remove it.
@@ -55,10 +66,7 @@ def atomic_path(final: Path | str, *, overwrite: bool = True, is_dir: bool = Fal
     ``is_dir`` makes the temporary path an (empty) directory, for stores such as Zarr.
     """
     final = Path(final)
-    if final.exists() and not overwrite:
-        from .errors import CropmapError
-
-        raise CropmapError(f"{final}: already exists (pass --overwrite to replace it)")
+    refuse_existing(final, overwrite=overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final)  # an earlier run killed mid-write (SIGKILL runs no cleanup)
     if is_dir:

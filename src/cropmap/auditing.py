@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
+from .atomic import atomic_path, refuse_existing
 from .errors import CropmapError
 from .prediction.parcels import read_parcel_table
 
@@ -31,8 +31,7 @@ def audit_parcels(parcels: Path | str, out: Path | str, *, level: str | None = N
     """Write ``out`` (CSV, columns ``AUDIT_COLUMNS``): parcels whose declaration disagrees with the
     prediction at ``level`` (default the model's own), ranked by confidence, then by agreement."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
+    refuse_existing(out, overwrite=overwrite)  # before the work; atomic_path checks again
     gdf = read_parcel_table(Path(parcels))
     if "level" not in gdf or "agrees" not in gdf:
         raise CropmapError(f"{parcels}: no prediction columns (write it with `cropmap predict --parcels-out`)")

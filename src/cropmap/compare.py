@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_path
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .errors import CropmapError
-from .evaluation import level_rows
+from .evaluation import level_rows, read_metrics
 
 COLUMNS = ("run", "model", "parameters", "train s", "best epoch", "level",
            "OA", "mIoU", "macro-F1", "kappa", "parcel OA", "parcel mIoU")
@@ -49,7 +48,7 @@ def compare_runs(runs: list[Path | str]) -> Comparison:
             "train s": round(float(extra["train_seconds"]), 1) if "train_seconds" in extra else None,
             "best epoch": extra.get("best_epoch"),
         }
-        metrics = _read_metrics(run)
+        metrics = read_metrics(run)
         if metrics is None:
             data = extra.get("dataset", "DATASET")
             notes.append(f"{run}: no metrics.json; run `cropmap evaluate --run {run} --data {data}`")
@@ -104,19 +103,6 @@ def write_comparison(c: Comparison, out: Path | str, *, overwrite: bool = False)
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out
-
-
-def _read_metrics(run: Path) -> dict | None:
-    path = run / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CropmapError(f"{path}: not a readable metrics file ({type(e).__name__}: {e})") from None
-    if not isinstance(m, dict) or "overall_accuracy" not in m:
-        raise CropmapError(f"{path}: not a cropmap metrics file (no overall_accuracy)")
-    return m
 
 
 def _run_names(runs: list[Path]) -> list[str]:

@@ -39,6 +39,26 @@ def check_compatible(ckpt: Checkpoint, info: DatasetInfo, run: Path | str) -> No
         raise CropmapError(f"{run}: the model's bands {ckpt.bands} differ from the dataset's {info.bands}")
 
 
+METRICS_NAME = "metrics.json"
+METRICS_KEYS = ("overall_accuracy", "miou", "macro_f1", "kappa", "per_class")  # what report and compare read
+
+
+def read_metrics(run: Path | str) -> dict | None:
+    """The run's ``metrics.json`` (written by :func:`evaluate_run`); None when the run has none yet, a
+    one-line error naming the file when it is unreadable or not a cropmap metrics file."""
+    path = Path(run) / METRICS_NAME
+    if not path.exists():
+        return None
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CropmapError(f"{path}: not a readable metrics file ({type(e).__name__}: {e})") from None
+    missing = [k for k in METRICS_KEYS if not isinstance(m, dict) or k not in m]
+    if missing:
+        raise CropmapError(f"{path}: not a cropmap metrics file (missing {', '.join(missing)})")
+    return m
+
+
 def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out: Path | str | None = None,
                  batch_size: int = 8) -> dict:
     """Metrics of the run's model on ``split``; writes ``metrics.json``, ``confusion.png`` (the dataset's
@@ -95,7 +115,7 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
 
     out_dir = Path(out) if out is not None else (Path(run) if Path(run).is_dir() else Path(run).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.json") as tmp:
+    with atomic_path(out_dir / METRICS_NAME) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     for level, (names, _) in levels.items():
         lm = metrics if level == table.level else metrics["levels"][level]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, refuse_existing
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import CropmapError
 from .models.protocol import model_traits
@@ -68,8 +68,7 @@ def export_onnx(run: Path | str, out: Path | str, *, opset: int | None = None, o
     if onnxruntime reproduces PyTorch's logits within ``tolerance`` on two input shapes."""
     start = time.perf_counter()
     out = Path(out)
-    if out.exists() and not overwrite:  # before the expensive part; atomic_path checks again
-        raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
+    refuse_existing(out, overwrite=overwrite)  # before the work; atomic_path checks again
     onnx, ort = _import_onnx()
     ckpt = load_checkpoint(run)
     model = ckpt.build()

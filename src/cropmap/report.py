@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -16,11 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, refuse_existing
 from .errors import CropmapError
 
 REPORT_NAME = "report.html"
-REQUIRED_KEYS = ("overall_accuracy", "miou", "macro_f1", "kappa", "per_class")
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; max-width: 1100px;
@@ -54,9 +52,12 @@ def write_report(run: Path | str, out: Path | str | None = None, *, map_path: Pa
     if not run.exists():
         raise CropmapError(f"{run}: run folder does not exist")
     out = Path(out) if out is not None else run_dir / REPORT_NAME
-    if out.exists() and not overwrite:
-        raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
-    metrics = _read_metrics(run_dir)
+    refuse_existing(out, overwrite=overwrite)  # before the work; atomic_path checks again
+    from .evaluation import read_metrics
+
+    metrics = read_metrics(run_dir)
+    if metrics is None:
+        raise CropmapError(f"{run_dir}: no metrics.json; run `cropmap evaluate --run {run_dir} --data DATASET` first")
     with tempfile.TemporaryDirectory(prefix="cropmap-report-") as tmp:
         confusion = run_dir / "confusion.png"
         if not confusion.exists():
@@ -72,20 +73,6 @@ def write_report(run: Path | str, out: Path | str | None = None, *, map_path: Pa
     with atomic_path(out) as tmp_out:
         tmp_out.write_text(page, encoding="utf-8")
     return out
-
-
-def _read_metrics(run_dir: Path) -> dict:
-    path = run_dir / "metrics.json"
-    if not path.exists():
-        raise CropmapError(f"{run_dir}: no metrics.json; run `cropmap evaluate --run {run_dir} --data DATASET` first")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CropmapError(f"{path}: not valid JSON ({e})") from None
-    missing = [k for k in REQUIRED_KEYS if not isinstance(metrics, dict) or k not in metrics]
-    if missing:
-        raise CropmapError(f"{path}: not a cropmap metrics file (missing {', '.join(missing)})")
-    return metrics
 
 
 def _draw_confusion(metrics: dict, png: Path) -> Path | None:

@@ -17,7 +17,7 @@ import xarray as xr
 from shapely.geometry import box
 
 from .. import __version__
-from ..atomic import atomic_path
+from ..atomic import atomic_path, refuse_existing
 from ..config import BuildConfig
 from ..errors import CropmapError
 from ..nomenclature import IGNORE_INDEX, LEVELS, OTHER_NAME, make_class_table, read_class_scheme
@@ -56,8 +56,7 @@ def build_dataset(imagery: Path | str, parcels: Path | str, out: Path | str, con
     dataset is the same whatever the block size, workers or scheduler.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
+    refuse_existing(out, overwrite=overwrite)  # before the work; atomic_path checks again
     level = "custom" if config.classes else config.level
     if config.level not in LEVELS:
         raise CropmapError(f"unknown label level {config.level!r}; expected group, crop, or custom with a classes file")

@@ -16,6 +16,7 @@ from ..dataset.build import build_dataset
 from ..errors import CropmapError
 from ..evaluation import evaluate_run
 from ..prediction import predict_map
+from ..prediction.scene import side_path
 from ..progress import progress_counter
 from ..report import write_report
 from ..training import train_model
@@ -64,7 +65,8 @@ def run_demo(out: Path | str, *, size: int = 512, seed: int = 0, epochs: int | N
 
     console.print(f"[bold]{STAGES}/{STAGES}[/] mapping the scene with tempcnn-unet")
     p = predict_map(out / "runs" / "tempcnn-unet", scene.imagery, out / "map.tif", parcels=scene.parcels,
-                    parcels_out=out / "parcels_pred.gpkg", confidence_out=out / "map.confidence.tif", overwrite=True)
+                    parcels_out=out / "parcels_pred.gpkg", confidence_out=side_path(out / "map.tif", "confidence"),
+                    overwrite=True)
     audit = audit_parcels(p.parcels_path, out / "audit.csv", overwrite=True)
     report = write_report(out / "runs" / "tempcnn-unet", map_path=p.map_path, overwrite=True)
 

@@ -22,7 +22,7 @@ import torch
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from ..atomic import atomic_path, temp_prefix
+from ..atomic import atomic_path, refuse_existing, temp_prefix
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..dataset.composite import DEFAULT_KEEP_SCL, composite_stack
 from ..dataset.rasterize import to_grid_crs
@@ -106,13 +106,18 @@ def grid_for(trained: TimeGrid, stack: SceneStack) -> TimeGrid:
 
 
 def check_outputs(paths: list[Path | None], overwrite: bool) -> None:
-    for p in paths:
-        if p is not None and Path(p).exists() and not overwrite:
-            raise CropmapError(f"{p}: already exists (pass --overwrite to replace it)")
+    refuse_existing(*paths, overwrite=overwrite)
 
 
-def quicklook_path_for(map_path: Path) -> Path:
-    return map_path.with_name(map_path.stem + ".quicklook.png")
+# the files written beside a map ``<stem>.tif``, by kind: the one place their names are made
+SIDE_OUTPUTS = {"confidence": ".confidence.tif", "probabilities": ".probabilities.tif", "quicklook": ".quicklook.png",
+                "parcel_stats": ".parcels.npz"}
+
+
+def side_path(map_path: Path | str, kind: str) -> Path:
+    """``<map stem><suffix>`` beside the map, for a kind of ``SIDE_OUTPUTS``."""
+    map_path = Path(map_path)
+    return map_path.with_name(map_path.stem + SIDE_OUTPUTS[kind])
 
 
 def read_scene_parcels(parcels: Path | str, stack: SceneStack, imagery: Path | str) -> gpd.GeoDataFrame:
@@ -143,7 +148,7 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     out = Path(out)
     conf_out = Path(confidence_out) if confidence_out else None
     prob_out = Path(probabilities_out) if probabilities_out else None
-    look_out = quicklook_path_for(out) if quicklook else None
+    look_out = side_path(out, "quicklook") if quicklook else None
     check_outputs([out, conf_out, prob_out, look_out], overwrite)
     if window < 16:
         raise CropmapError(f"--window {window}: too small (at least 16 px)")

@@ -26,7 +26,7 @@ from ..errors import CropmapError
 from ..sources.parcels import read_parcels
 from .parcels import ParcelStats, bounds_in_crs, parcel_table, write_parcel_table
 from .rasters import NODATA
-from .scene import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_outputs, parcel_outputs, predict_scene
+from .scene import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_outputs, parcel_outputs, predict_scene, side_path
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class TilesSummary:
 
 def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | str, *,
                   parcels: Path | str | None = None, parcels_out=None, confidence: bool = False,
-                  probabilities: bool = False, quicklook: bool = False, window: int = DEFAULT_WINDOW,
+                  probabilities: bool = False, quicklook: bool = True, window: int = DEFAULT_WINDOW,
                   overlap: int = DEFAULT_OVERLAP, keep_scl=None, dask_address: str | None = None,
                   workers: int = 1, overwrite: bool = False) -> TilesSummary:
     """Map every scene folder in ``imageries`` into ``out_dir/<folder name>.tif`` (+ ``.confidence.tif``,
@@ -94,15 +94,15 @@ def predict_tile(run: Path, imagery: Path, out: Path, *, parcels, confidence: bo
                  ) -> tuple[TileResult, ParcelStats | None]:
     """One tile; a finished tile (its map, and its parcel stats when asked) is read back, not redone."""
     start = time.perf_counter()
-    stats_path = out.with_name(out.stem + ".parcels.npz")
+    stats_path = side_path(out, "parcel_stats")
     done = out.exists() and (parcels is None or stats_path.exists())
     if done and not overwrite:
         stats = ParcelStats.load(stats_path) if parcels is not None else None
         return TileResult(imagery, out, True, time.perf_counter() - start), stats
     _, stats = predict_scene(
         run, imagery, out, parcels=parcels,
-        confidence_out=out.with_name(out.stem + ".confidence.tif") if confidence else None,
-        probabilities_out=out.with_name(out.stem + ".probabilities.tif") if probabilities else None,
+        confidence_out=side_path(out, "confidence") if confidence else None,
+        probabilities_out=side_path(out, "probabilities") if probabilities else None,
         quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
         overwrite=True,  # an unfinished tile (map without its stats) is redone whole
         show_progress=show_progress)

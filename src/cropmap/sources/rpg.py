@@ -81,11 +81,10 @@ def fetch_parcels(year: int, bbox: tuple[float, float, float, float] | None, out
     """
     import pyogrio
 
-    from ..atomic import atomic_path
+    from ..atomic import atomic_path, refuse_existing
 
     out = Path(out)
-    if out.exists() and not overwrite:  # fail before any download
-        raise CropmapError(f"{out}: already exists (pass --overwrite to replace it)")
+    refuse_existing(out, overwrite=overwrite)  # before the work; atomic_path checks again
     if year not in YEARS:
         raise CropmapError(f"RPG {year}: no such edition (the RPG is published for {YEARS.start}-{YEARS.stop - 1})")
     root = Path(cache) if cache is not None else default_cache()
