@@ -38,6 +38,7 @@ BEFORE = {
     "predict": ["--confidence", "--dask-address", "--imagery", "--no-quicklook", "--out", "--overlap", "--overwrite",
                 "--parcels", "--parcels-out", "--probabilities", "--run", "--window", "--workers"],
     "audit": ["--level", "--min-confidence", "--out", "--overwrite", "--parcels"],
+    "areas": ["--map", "--reference", "--out", "--overwrite"],  # added after the generation (issue 13)
     "export": ["--format", "--opset", "--out", "--overwrite", "--run"],
     "report": ["--map", "--out", "--overwrite", "--run"],
 }

@@ -80,7 +80,7 @@ def test_evaluate_cli_prints_levels_parcels_and_classes(tiny_run, tiny_dataset, 
     out = capsys.readouterr().out
     m = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     lines = summary_lines(m)
-    assert len(lines) == 2 and all(line in out for line in lines)
+    assert len(lines) == 3 and all(line in out for line in lines) and lines[-1].startswith("calibration: temperature")
     assert "group level: OA" in out and "coarse level: OA" in out and "parcels: OA" in out
     for c in m["per_class"]:  # the per-class table names every class, rare ones included
         assert c["class"].split()[0] in out
@@ -92,3 +92,15 @@ def test_evaluate_split_without_patches_is_an_error(tiny_run, tiny_dataset, tmp_
     with pytest.raises(CropmapError, match="no patch in split 'nope'"):
         evaluate_run(tiny_run, tiny_dataset, split="nope", out=tmp_path)
 
+
+
+def test_training_calibrates_and_evaluate_reports_ece(tiny_run, tiny_dataset):
+    from cropmap.checkpoint import load_checkpoint
+
+    c = load_checkpoint(tiny_run).extra["calibration"]
+    assert c["split"] == "val" and c["pixels"] > 0 and c["temperature"] > 0
+    m = evaluate_run(tiny_run, tiny_dataset, split="test")
+    cal = m["calibration"]
+    assert cal["temperature"] == c["temperature"] and cal["fitted_on"] == "val"
+    assert 0 <= cal["ece_before"] <= 1 and 0 <= cal["ece_after"] <= 1
+    assert sum(b["count"] for b in cal["reliability_after"]) == m["pixels"]

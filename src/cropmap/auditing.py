@@ -1,9 +1,17 @@
-"""``cropmap audit``: the parcels whose predicted crop disagrees with the declared one, most confident
-first, as a CSV a controller can work through (the CAP area-monitoring use)."""
+"""``cropmap audit``: a marker for every declared parcel (green confirmed, orange unsure, red another crop
+confidently predicted; :mod:`cropmap.monitoring.markers`), as a CSV a controller works through red first,
+and a JSON summary beside it (thresholds, marker counts per declared class, alpha/beta error estimates).
+
+The answers should be out of fold (``cropmap train --folds``): a model graded on the declarations it was
+trained on can learn a wrong declaration and confirm it. A run without folds is audited all the same, with a
+one-line warning that its answers are in-sample.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +19,16 @@ import pandas as pd
 
 from .atomic import atomic_path, refuse_existing
 from .errors import CropmapError
+from .monitoring.markers import MARKERS, MIN_CLEAR_PIXELS, TARGET_PRECISION, assign_markers, error_estimates
 from .prediction.parcels import read_parcel_table
 
-AUDIT_COLUMNS = ("rank", "ID_PARCEL", "CODE_CULTU", "SURF_PARC", "declared", "predicted", "confidence",
-                 "agreement", "n_pixels", "lon", "lat")
+log = logging.getLogger(__name__)
+
+AUDIT_COLUMNS = ("rank", "marker", "ID_PARCEL", "CODE_CULTU", "SURF_PARC", "declared", "predicted", "p_declared",
+                 "p_predicted", "fold", "n_pixels", "confidence", "agreement", "lon", "lat")
+MARKER_ORDER = {"red": 0, "orange": 1, "green": 2}
+IN_SAMPLE_WARNING = ("the answers are in-sample: the model was trained on these declarations (train with "
+                     "--folds K for out-of-fold answers)")
 
 
 @dataclass(frozen=True)
@@ -24,14 +38,24 @@ class AuditSummary:
     compared: int
     disagreeing: int
     listed: int
+    markers: dict[str, int] = field(default_factory=dict)
+    out_of_fold: bool = False
+    summary_path: Path | None = None
+    thresholds: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
 
 
 def audit_parcels(parcels: Path | str, out: Path | str, *, level: str | None = None, min_confidence: float = 0.0,
+                  target_precision: float = TARGET_PRECISION, min_pixels: int = MIN_CLEAR_PIXELS,
                   overwrite: bool = False) -> AuditSummary:
-    """Write ``out`` (CSV, columns ``AUDIT_COLUMNS``): parcels whose declaration disagrees with the
-    prediction at ``level`` (default the model's own), ranked by confidence, then by agreement."""
+    """Write ``out`` (CSV, columns ``AUDIT_COLUMNS``, red first, least likely declarations first) and
+    ``out``'s ``.json`` summary, for the parcels with a declared class at ``level`` (default the model's
+    own). ``min_confidence`` drops disagreeing parcels predicted less confidently than that from the list."""
     out = Path(out)
-    refuse_existing(out, overwrite=overwrite)  # before the work; atomic_path checks again
+    summary_path = out.with_suffix(".json")
+    refuse_existing(out, summary_path, overwrite=overwrite)  # before the work; atomic_path checks again
+    if not 0 < target_precision < 1:
+        raise CropmapError(f"target precision {target_precision}: expected a share between 0 and 1")
     gdf = read_parcel_table(Path(parcels))
     if "level" not in gdf or "agrees" not in gdf:
         raise CropmapError(f"{parcels}: no prediction columns (write it with `cropmap predict --parcels-out`)")
@@ -41,26 +65,59 @@ def audit_parcels(parcels: Path | str, out: Path | str, *, level: str | None = N
     if f"agrees{suffix}" not in gdf:
         levels = [own] + [c[len("agrees_"):] for c in gdf.columns if c.startswith("agrees_")]
         raise CropmapError(f"{parcels}: no level {level!r}; levels here: {', '.join(levels)}")
+    if f"p_declared{suffix}" not in gdf:
+        raise CropmapError(f"{parcels}: no p_declared column (written by an older cropmap; predict again)")
+    fold = gdf["fold"].to_numpy() if "fold" in gdf else np.full(len(gdf), -1)
+    out_of_fold = bool((fold >= 0).any())
+    if not out_of_fold:
+        log.warning("%s: %s", parcels, IN_SAMPLE_WARNING)
     agrees = gdf[f"agrees{suffix}"].astype("boolean")
-    compared = int(agrees.notna().sum())
-    bad = gdf[(agrees == False).fillna(False).to_numpy(dtype=bool)]  # noqa: E712 (nullable boolean)
-    disagreeing = len(bad)
-    bad = bad[bad[f"confidence{suffix}"].to_numpy() >= min_confidence]
-    centroids = bad.geometry.representative_point().to_crs("EPSG:4326") if len(bad) else None
+    compared_mask = agrees.notna().to_numpy()
+    p_declared = gdf[f"p_declared{suffix}"].to_numpy(dtype=np.float64)
+    p_declared = np.where(compared_mask, p_declared, np.nan)
+    marker, thresholds = assign_markers(p_declared, agrees.fillna(False).to_numpy(dtype=bool),
+                                        gdf["n_pixels"].to_numpy(), target_precision, min_pixels)
+    errors = error_estimates(p_declared, marker)
+    confidence = gdf[f"confidence{suffix}"].to_numpy(dtype=np.float64)
+    disagree = compared_mask & ~agrees.fillna(True).to_numpy(dtype=bool)
+    listed = compared_mask & ~(disagree & (confidence < min_confidence))
+    sel = gdf[listed]
+    centroids = sel.geometry.representative_point().to_crs("EPSG:4326") if len(sel) else None
+    declared_col = f"declared{suffix or '_class'}"
     table = pd.DataFrame({
-        "ID_PARCEL": bad["ID_PARCEL"].to_numpy(),
-        "CODE_CULTU": bad["CODE_CULTU"].to_numpy(),
-        "SURF_PARC": bad["SURF_PARC"].to_numpy() if "SURF_PARC" in bad else np.nan,
-        "declared": bad[f"declared{suffix or '_class'}"].to_numpy(),
-        "predicted": bad[f"pred{suffix or '_class'}"].to_numpy(),
-        "confidence": bad[f"confidence{suffix}"].to_numpy().round(4),
-        "agreement": bad[f"agreement{suffix}"].to_numpy().round(4),
-        "n_pixels": bad["n_pixels"].to_numpy(),
+        "marker": marker[listed],
+        "ID_PARCEL": sel["ID_PARCEL"].to_numpy(),
+        "CODE_CULTU": sel["CODE_CULTU"].to_numpy(),
+        "SURF_PARC": sel["SURF_PARC"].to_numpy() if "SURF_PARC" in sel else np.nan,
+        "declared": sel[declared_col].to_numpy(),
+        "predicted": sel[f"pred{suffix or '_class'}"].to_numpy(),
+        "p_declared": p_declared[listed].round(4),
+        "p_predicted": confidence[listed].round(4),
+        "fold": fold[listed],
+        "n_pixels": sel["n_pixels"].to_numpy(),
+        "confidence": confidence[listed].round(4),
+        "agreement": sel[f"agreement{suffix}"].to_numpy().round(4),
         "lon": centroids.x.to_numpy().round(6) if centroids is not None else [],
         "lat": centroids.y.to_numpy().round(6) if centroids is not None else [],
     })
-    table = table.sort_values(["confidence", "agreement"], ascending=False, kind="stable").reset_index(drop=True)
+    table["_order"] = table["marker"].map(MARKER_ORDER)
+    table = table.sort_values(["_order", "p_declared", "confidence"], ascending=[True, True, False],
+                              kind="stable").drop(columns="_order").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
+    counts = {m: int((marker == m).sum()) for m in MARKERS}
+    per_class = {}
+    declared = gdf[declared_col].to_numpy()
+    for name in sorted({d for d, c in zip(declared, compared_mask) if c}):
+        here = compared_mask & (declared == name)
+        per_class[name] = {m: int((marker[here] == m).sum()) for m in MARKERS}
+    summary = {"parcels": str(parcels), "level": level, "out_of_fold": out_of_fold,
+               "note": None if out_of_fold else IN_SAMPLE_WARNING, "compared": int(compared_mask.sum()),
+               "disagreeing": int(disagree.sum()), "markers": counts, "thresholds": thresholds,
+               "parcel_temperature": float(gdf["temperature"].iloc[0]) if "temperature" in gdf and len(gdf) else None,
+               "errors": errors, "markers_per_declared_class": per_class}
     with atomic_path(out, overwrite=overwrite) as tmp:
         table.to_csv(tmp, index=False)
-    return AuditSummary(out, level, compared, disagreeing, len(table))
+    with atomic_path(summary_path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return AuditSummary(out, level, int(compared_mask.sum()), int(disagree.sum()), len(table), counts, out_of_fold,
+                        summary_path, thresholds, errors)

@@ -43,6 +43,12 @@ class Checkpoint:
     preprocessing: dict[str, Any] | None = None
 
     @property
+    def temperature(self) -> float:
+        """The calibration temperature: probabilities are ``softmax(output / T)`` (1 for a checkpoint from
+        before calibration; see :mod:`cropmap.monitoring.calibration`)."""
+        return float(self.extra.get("calibration", {}).get("temperature", 1.0))
+
+    @property
     def record(self):
         """The preprocessing record predict and export follow."""
         from .dataset.preprocessing import DEFAULT_KEEP_SCL, Preprocessing

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cli_options import add_config_options, given, overrides_from
-from .config import (AuditConfig, BuildConfig, BuildRunConfig, DemoConfig, EvaluateConfig, ExportConfig,
+from .config import (AreasConfig, AuditConfig, BuildConfig, BuildRunConfig, DemoConfig, EvaluateConfig, ExportConfig,
                      FetchImageryConfig, FetchParcelsConfig, PredictConfig, TrainConfig, config_from, missing_required,
                      read_config_file)
 from .errors import CropmapError
@@ -100,8 +100,27 @@ def _audit(a: argparse.Namespace, cfg) -> None:
     from .auditing import audit_parcels
 
     s = audit_parcels(a.parcels, a.out, overwrite=a.overwrite, **fields(cfg))
-    print(f"{s.disagreeing:,} of {s.compared:,} parcels disagree with their declaration at the {s.level} level "
-          f"({s.listed:,} listed in {s.path}, most confident first)")
+    e = s.errors
+    print(f"{s.compared:,} parcels at the {s.level} level: {s.markers['red']:,} red, {s.markers['orange']:,} "
+          f"orange, {s.markers['green']:,} green ({s.disagreeing:,} disagree with their declaration); "
+          f"{'out-of-fold' if s.out_of_fold else 'IN-SAMPLE'} answers; expected red precision "
+          + (f"{e['expected_red_precision']:.2f}" if e["expected_red_precision"] is not None else "-")
+          + (f", alpha {e['alpha']:.3f}, beta {e['beta']:.3f}" if e["alpha"] is not None else "")
+          + f"; {s.path} (red first) and {s.summary_path}")
+
+
+def _areas(a: argparse.Namespace, cfg) -> None:
+    from .monitoring.areas import estimate_areas
+
+    est, what = estimate_areas(a.map, a.reference, a.out, overwrite=a.overwrite, **fields(cfg))
+    print(f"areas of {len(est.classes)} classes from {what}: overall accuracy {est.overall:.3f}; {a.out}")
+    unsampled = est.mapped_ha[est.sample_units == 0].sum()
+    if unsampled > 0:
+        print(f"  {unsampled:,.1f} ha mapped in classes without a sample unit are in no estimate (sample them)")
+    for i, name in enumerate(est.classes):
+        if est.sample_units[i] or est.estimated_ha[i]:
+            print(f"  {name}: mapped {est.mapped_ha[i]:,.1f} ha, estimated {est.estimated_ha[i]:,.1f} "
+                  f"± {est.ci95_ha[i]:,.1f} ha")
 
 
 def _export(a: argparse.Namespace, cfg) -> None:
@@ -236,11 +255,21 @@ def commands() -> list[Command]:
                  arg("--overwrite", action="store_true",
                      help="replace existing outputs (and redo finished tiles)")),
                 (PredictConfig,)),
-        Command("audit", "parcels whose prediction disagrees with their declared crop, as CSV", _audit,
+        Command("audit", "a green / orange / red marker for every declared parcel, as CSV (red first) + JSON summary",
+                _audit,
                 (arg("--parcels", type=Path, required=True, help="per-parcel predictions from `cropmap predict`"),
                  arg("--out", type=Path, required=True, help="CSV to write"),
                  arg("--overwrite", action="store_true", help="replace an existing CSV")),
                 (AuditConfig,)),
+        Command("areas", "per-class mapped area and its stratified estimate with a confidence interval "
+                         "(Olofsson et al. 2014), as CSV", _areas,
+                (arg("--map", type=Path, required=True, help="class map from `cropmap predict`"),
+                 arg("--reference", type=Path, required=True,
+                     help="reference sample: a CSV map_class,reference_class, or an out-of-fold parcel table "
+                          "(`cropmap predict --parcels-out` on a --folds run)"),
+                 arg("--out", type=Path, required=True, help="CSV to write"),
+                 arg("--overwrite", action="store_true", help="replace an existing CSV")),
+                (AreasConfig,)),
         Command("export", "trained model -> ONNX file with classes, bands and normalisation inside", _export,
                 (run_in, arg("--out", type=Path, required=True, help="model file to write (.onnx)"),
                  arg("--overwrite", action="store_true", help="replace an existing file")),

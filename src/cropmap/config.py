@@ -116,6 +116,10 @@ class TrainConfig:
     level_heads: Literal["top", "intermediate"] = "top"
     # loss weight per level, finest first (ms-convSTAR: 1, 0.5, 0.1); () = 1 for every level
     level_weights: tuple[float, ...] = ()
+    # out-of-fold answers for an audit: train this many models on parcel-disjoint spatial folds of the
+    # dataset's patches (each validates on the next fold and never sees its own), into out/fold_<i>; 0: one model
+    # on the dataset's train / val split
+    folds: int = 0
     val_every: int = 1  # validate every this many epochs
     threads: int = 0  # torch CPU threads (0: torch's default)
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"  # where to train (auto: a GPU if there is one)
@@ -215,10 +219,19 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """``cropmap audit``: parcels whose prediction disagrees with their declared crop."""
+    """``cropmap audit``: a traffic-light marker for every declared parcel (cropmap.monitoring.markers)."""
 
     level: str | None = None  # hierarchy level to compare (default: the model's own level)
-    min_confidence: float = 0.0  # list only disagreements at least this confident
+    min_confidence: float = 0.0  # leave out of the list the disagreements predicted less confidently than this
+    target_precision: float = 0.9  # expected share of wrong declarations among the red parcels (sets the thresholds)
+    min_pixels: int = 20  # fewer clear pixels than this are too little evidence for red or green (orange)
+
+
+@dataclass(frozen=True)
+class AreasConfig:
+    """``cropmap areas``: per-class mapped area and its stratified estimate (Olofsson et al. 2014)."""
+
+    z: float = 1.959964  # normal quantile of the confidence interval (1.96: 95 %)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from .data.patches import PatchDataset
 from .dataset.store import DatasetInfo, dataset_info
 from .errors import CropmapError
 from .hierarchy import HierarchicalModel
+from .monitoring.calibration import Reliability
 from .metrics import (
     ParcelVotes,
     coarser_confusion,
@@ -69,6 +70,11 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     (``{level: {pixel metrics..., parcels: {...}}}`` for each coarser level) and, for a hierarchical
     model, ``heads`` (``{level: pixel metrics}`` of each head's own argmax, before the consistency rule).
     """
+    from .monitoring.folds import FOLDS_NAME
+
+    if (Path(run) / FOLDS_NAME).exists():
+        raise CropmapError(f"{run}: a fold run (--folds); its models are audited through `cropmap predict "
+                           f"--parcels-out` and `cropmap audit`, or evaluated one by one: --run {Path(run) / 'fold_0'}")
     ckpt = load_checkpoint(run)
     info = dataset_info(data)
     check_compatible(ckpt, info, run)
@@ -82,6 +88,8 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     cm = np.zeros((k, k), dtype=np.int64)
     head_cms = {lv: np.zeros((n, n), np.int64) for lv, n in zip(hierarchy.levels, hierarchy.sizes)} if hierarchy else {}
     votes = ParcelVotes(int(ds.parcel.max(initial=0)), k)
+    temperature = ckpt.temperature
+    raw_rel, cal_rel = Reliability(), Reliability()  # the model's softmax, and after temperature scaling
     start = 0
     with torch.inference_mode():
         # unshuffled and unaugmented, so batch i holds patches start..start+B of ds.parcel
@@ -89,11 +97,16 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
             y = batch["y"].numpy()
             if hierarchy is not None:
                 raw = model.forward_levels(batch["x"], batch["doy"], batch["mask"])
-                pred = hierarchy.consistent(list(raw.values()), all_levels=False)[0].argmax(1).numpy()
-                for (lv, logits), y_lv in zip(raw.items(), hierarchy.labels(batch["y"])):
-                    head_cms[lv] += confusion_matrix(y_lv.numpy(), logits.argmax(1).numpy(), len(head_cms[lv]))
+                logits = hierarchy.consistent(list(raw.values()), all_levels=False)[0]
+                for (lv, head), y_lv in zip(raw.items(), hierarchy.labels(batch["y"])):
+                    head_cms[lv] += confusion_matrix(y_lv.numpy(), head.argmax(1).numpy(), len(head_cms[lv]))
             else:
-                pred = model(batch["x"], batch["doy"], batch["mask"]).argmax(1).numpy()
+                logits = model(batch["x"], batch["doy"], batch["mask"])
+            pred = logits.argmax(1).numpy()
+            labelled = batch["y"] >= 0
+            z = logits.permute(0, 2, 3, 1)[labelled].float()  # [N, K] at the labelled pixels
+            raw_rel.add(torch.softmax(z, 1).numpy(), batch["y"][labelled].numpy())
+            cal_rel.add(torch.softmax(z / temperature, 1).numpy(), batch["y"][labelled].numpy())
             cm += confusion_matrix(y, pred, k)
             votes.add(ds.parcel[start : start + len(y)], y, pred)
             start += len(y)
@@ -103,6 +116,10 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     metrics.update(model=ckpt.model_name, split=split, dataset=str(data), run=str(run),
                    parameters=int(ckpt.extra.get("parameters", 0)), level=table.level)
     metrics["parcels"] = _parcel_metrics(votes, None, table.names)
+    before, after = raw_rel.result(), cal_rel.result()
+    metrics["calibration"] = {"temperature": temperature, "ece_before": before["ece"], "ece_after": after["ece"],
+                              "fitted_on": ckpt.extra.get("calibration", {}).get("split"),
+                              "reliability_before": before["bins"], "reliability_after": after["bins"]}
     metrics["levels"] = {}
     for level, (names, m) in levels.items():
         if level == table.level:
@@ -151,6 +168,10 @@ def summary_lines(metrics: dict) -> list[str]:
     for level, m in metrics.get("heads", {}).items():
         lines.append(f"  {level} head alone: OA {m['overall_accuracy']:.3f}  mIoU {m['miou']:.3f}  "
                      f"macro-F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}")
+    c = metrics.get("calibration")
+    if c:
+        lines.append(f"calibration: temperature {c['temperature']:.3f} (fitted on {c['fitted_on'] or 'no'} pixels): "
+                     f"ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f} on {metrics['split']}")
     return lines
 
 

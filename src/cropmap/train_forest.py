@@ -32,13 +32,14 @@ from .atomic import atomic_path
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, save_checkpoint
 from .config import TrainConfig
 from .configfile import config_yaml
-from .data.patches import normalise
+from .data.patches import PatchSelection, normalise, select_patches, selected_labels
 from .dataset.store import dataset_info, open_dataset
 from .errors import CropmapError
 from .losses import label_counts
 from .metrics import confusion_matrix, metrics_from_confusion
 from .hierarchy import build_network
-from .models.forest import forest_tensors
+from .models.forest import LOG_FLOOR, forest_tensors
+from .monitoring.calibration import calibration_of
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,14 @@ def class_quota(counts: np.ndarray, budget: int) -> np.ndarray:
     return np.minimum(counts, lo)
 
 
-def sample_pixels(data: Path | str, split: str, budget: int, num_classes: int,
+def sample_pixels(data: Path | str, split: "str | PatchSelection", budget: int, num_classes: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``[N, C·T]`` standardised features and ``[N]`` labels of (a class-capped sample of) ``split``'s
     labelled pixels, read a few patches at a time, and ``[K]`` the split's labelled pixels per class."""
     info = dataset_info(data)
     ds = open_dataset(data)
-    sel = np.flatnonzero(ds["split"].values == split)
-    labels = ds["label"].isel(patch=sel).values.astype(np.int64) if len(sel) else np.zeros((0, 1, 1), np.int64)
+    sel, keep = select_patches(ds, split)
+    labels = selected_labels(ds, sel, keep) if len(sel) else np.zeros((0, 1, 1), np.int64)
     flat = labels.reshape(-1)
     counts = label_counts(flat, num_classes)
     take = class_quota(counts, budget)
@@ -91,7 +92,8 @@ def sample_pixels(data: Path | str, split: str, budget: int, num_classes: int,
 
 
 def train_forest(data: Path | str, out: Path | str, config: TrainConfig, *, overwrite: bool = False,
-                 resume: bool = False, echo: Callable[[str], None] | None = None):
+                 resume: bool = False, echo: Callable[[str], None] | None = None,
+                 splits: tuple[PatchSelection, PatchSelection] | None = None):
     """Fit the forest on ``data``'s train split, score it on val (through the stored tensors, so the
     figure is what evaluate and predict will see), write the run folder ``out``."""
     from .training import CONFIG_NAME, TrainSummary, _prepare_run, warn_tiny_splits
@@ -121,11 +123,14 @@ def train_forest(data: Path | str, out: Path | str, config: TrainConfig, *, over
     k = info.class_table.num_classes
     rng = np.random.default_rng(config.seed)
     start = time.perf_counter()
-    x_train, y_train, all_train = sample_pixels(data, "train", f.max_pixels, k, rng)
-    x_val, y_val, val_counts = sample_pixels(data, "val", 0, k, rng)
+    train_split, val_split = splits or ("train", "val")
+    x_train, y_train, all_train = sample_pixels(data, train_split, f.max_pixels, k, rng)
+    x_val, y_val, val_counts = sample_pixels(data, val_split, 0, k, rng)
     if len(y_train) == 0:
         raise CropmapError(f"{data}: the train split has no labelled pixel")
-    warn_tiny_splits(data, names, all_train, val_counts, info.n_patches.get("train", 0), info.n_patches.get("val", 0),
+    sizes_of = [len(s.patches) if isinstance(s, PatchSelection) else info.n_patches.get(s, 0)
+                for s in (train_split, val_split)]
+    warn_tiny_splits(data, names, all_train, val_counts, *sizes_of,
                      info.class_table.background)
     if len(y_val) == 0:
         echo(f"{data}: no labelled val pixel; the forest is fitted without a val score")
@@ -145,16 +150,19 @@ def train_forest(data: Path | str, out: Path | str, config: TrainConfig, *, over
     model = build_network("rf", in_channels=len(info.bands), num_classes=k, **kwargs)
     model.load_state_dict(state)
     model.eval()
-    val_miou = float("nan")
+    val_miou, calibration = float("nan"), calibration_of(torch.zeros(0, k), torch.zeros(0, dtype=torch.long), "val")
     if len(y_val):
         with torch.inference_mode():
             prob = model.probabilities(torch.from_numpy(x_val))
         val_miou = metrics_from_confusion(confusion_matrix(y_val, prob.argmax(1).numpy(), k), names)["miou"]
+        # the forest's output is log(prob) (floored): its temperature sharpens or flattens the tree votes
+        calibration = calibration_of(prob.clamp_min(LOG_FLOOR).log(), torch.from_numpy(y_val).long(),
+                                     getattr(val_split, "name", val_split), seed=config.seed)
     seconds = time.perf_counter() - start
     size = sum(int(v.numel()) for v in state.values())
     echo(f"rf: {sizes['trees']} trees, up to {sizes['nodes']:,} nodes and depth {sizes['depth']}, fitted on "
          f"{len(y_train):,} pixels x {x_train.shape[1]} features in {seconds:.0f} s; val mIoU {val_miou:.3f}")
-    extra = {"best_epoch": 0, "best_val_miou": val_miou, "parameters": size, "selection": "fitted",
+    extra = {"calibration": calibration, "best_epoch": 0, "best_val_miou": val_miou, "parameters": size, "selection": "fitted",
              "epochs_scheduled": 0, "dataset": str(Path(data).resolve()), "train_seconds": seconds,
              "class_counts": used.tolist(), "class_weights": None, "stopped_epoch": None,
              "forest": {"trees": sizes["trees"], "pixels": int(len(y_train)), "features": int(x_train.shape[1]),

@@ -36,13 +36,14 @@ from .checkpoint import CHECKPOINT_NAME, Checkpoint, save_checkpoint
 from .config import TrainConfig, load_config
 from .configfile import config_yaml
 from .data.collate import pad_collate
-from .data.patches import PatchDataset
+from .data.patches import PatchDataset, PatchSelection
 from .dataset.splits import TINY_SPLIT_PATCHES
 from .dataset.store import dataset_info
 from .errors import CropmapError
-from .hierarchy import HierarchicalLoss, Hierarchy, build_network, level_counts
+from .hierarchy import HierarchicalLoss, Hierarchy, build_network, for_inference, level_counts
 from .losses import CLASS_WEIGHTS, LOSSES, class_weights, label_counts, make_loss
 from .metrics import metrics_from_confusion
+from .monitoring.calibration import calibrate
 from .models import MODELS, accepted_kwargs
 from .nomenclature import IGNORE_INDEX
 from .progress import progress_enabled
@@ -293,12 +294,14 @@ def trainer_arguments(config: TrainConfig) -> dict[str, Any]:
                 check_val_every_n_epoch=config.val_every)
 
 
-def make_datasets(data: Path | str, config: TrainConfig) -> tuple[PatchDataset, PatchDataset]:
+def make_datasets(data: Path | str, config: TrainConfig, splits: tuple[PatchSelection, PatchSelection] | None = None
+                  ) -> tuple[PatchDataset, PatchDataset]:
     """Train patches with the config's augmentations; val patches as they are."""
-    train = PatchDataset(data, "train", augment=config.augment, crop=config.crop or None,
+    train_split, val_split = splits or ("train", "val")
+    train = PatchDataset(data, train_split, augment=config.augment, crop=config.crop or None,
                          date_dropout=config.date_dropout, temporal_crop=config.temporal_crop,
                          band_jitter=config.band_jitter)
-    return train, PatchDataset(data, "val")
+    return train, PatchDataset(data, val_split)
 
 
 def config_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
@@ -374,17 +377,24 @@ def _finished_extra(out: Path) -> dict[str, Any]:
 
 def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainConfig(), *,
                 overwrite: bool = False, resume: bool = False,
-                echo: Callable[[str], None] | None = None) -> TrainSummary:
+                echo: Callable[[str], None] | None = None,
+                splits: tuple[PatchSelection, PatchSelection] | None = None) -> TrainSummary:
     """Train ``config.model`` on ``data``'s train split, validating on val; write the run folder ``out``.
 
     ``resume`` continues an interrupted run from its last completed epoch (same config required) and ends
     with the weights and metrics the uninterrupted run would have had. ``echo`` receives one-line notes
-    (parameter count, class weights, resume point, early stop); the CLI prints them.
+    (parameter count, class weights, resume point, early stop); the CLI prints them. ``splits`` replaces
+    the dataset's train and val splits by two selections (one fold's, see :mod:`cropmap.monitoring.folds`);
+    ``config.folds`` > 1 trains that many fold models instead, into ``out/fold_<i>``.
     """
+    if config.folds > 1 and splits is None:
+        from .monitoring.folds import train_folds
+
+        return train_folds(data, out, config, overwrite=overwrite, resume=resume, echo=echo)
     if config.model.name == "rf":  # fitted, not trained by gradient descent: its own loop
         from .train_forest import train_forest
 
-        return train_forest(data, out, config, overwrite=overwrite, resume=resume, echo=echo)
+        return train_forest(data, out, config, overwrite=overwrite, resume=resume, echo=echo, splits=splits)
     echo = rank_zero_only(echo or log.info)  # one note per run, not one per DDP process
     _quiet_lightning()
     check_config(config)
@@ -397,7 +407,7 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    train_ds, val_ds = make_datasets(data, config)
+    train_ds, val_ds = make_datasets(data, config, splits)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise CropmapError(f"{data}: the dataset has no train or no val patches")
     num_classes = info.class_table.num_classes
@@ -500,7 +510,11 @@ def train_model(data: Path | str, out: Path | str, config: TrainConfig = TrainCo
         echo(f"validation cannot select an epoch ({selection}): kept the last epoch, "
              f"{trainer.current_epoch - 1}")
         module.best_epoch = trainer.current_epoch - 1
-    extra = {"best_epoch": module.best_epoch, "best_val_miou": module.best_miou, "parameters": n_params,
+    model.cpu()
+    calibration = calibrate(for_inference(model, hierarchy), val_ds, seed=config.seed)
+    echo(f"calibration on {calibration['pixels']:,} val pixels: temperature {calibration['temperature']:.3f}, "
+         f"ECE {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}")
+    extra = {"calibration": calibration, "best_epoch": module.best_epoch, "best_val_miou": module.best_miou, "parameters": n_params,
              "selection": selection, "epochs_scheduled": fit.epochs,
              "dataset": str(Path(data).resolve()), "train_seconds": seconds, "class_counts": counts.tolist(),
              "class_weights": None if weights is None else weights.tolist(), "stopped_epoch": stopped}

@@ -153,3 +153,23 @@ def test_demo_command_runs_every_stage(tmp_path):
     for name in ("map.tif", "map.confidence.tif", "map.quicklook.png", "parcels_pred.gpkg", "audit.csv",
                  "runs/tempcnn-unet/report.html", "runs/tempcnn-pixel/metrics.json", "runs/rf/metrics.json"):
         assert (tmp_path / "demo" / name).exists(), name
+
+
+def test_known_wrong_declarations(tmp_path) -> None:
+    """A few percent of the parcels are declared as a plausible confusion, listed in declaration_errors.csv;
+    the imagery is the same as with no error (it shows the true crops)."""
+    import pandas as pd
+
+    from cropmap.demo.scene import DECLARATION_ERRORS, ERROR_RATE
+
+    s = generate_scene(tmp_path / "s", seed=1, size=256, revisit_days=30)
+    errors = pd.read_csv(s.errors, dtype=str)
+    df = pyogrio.read_dataframe(s.parcels).set_index("ID_PARCEL")
+    assert len(errors) == round(ERROR_RATE * len(df)) > 0
+    assert (df.loc[errors["ID_PARCEL"], "CODE_CULTU"].to_numpy() == errors["declared_code"].to_numpy()).all()
+    assert all(DECLARATION_ERRORS[t] == d for t, d in zip(errors["true_code"], errors["declared_code"]))
+    clean = generate_scene(tmp_path / "c", seed=1, size=256, revisit_days=30, error_rate=0.0)
+    assert np.array_equal(_read_all(s), _read_all(clean))
+    ok = pyogrio.read_dataframe(clean.parcels).set_index("ID_PARCEL")
+    assert (ok.loc[errors["ID_PARCEL"], "CODE_CULTU"].to_numpy() == errors["true_code"].to_numpy()).all()
+    assert pd.read_csv(clean.errors).empty

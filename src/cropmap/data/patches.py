@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,34 @@ def normalise(dn: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray):
     return (dn.astype(np.float32) / 10000.0 - mean.reshape(shape)) / std.reshape(shape)
 
 
+@dataclass(frozen=True)
+class PatchSelection:
+    """Patches of a dataset chosen by index rather than by their split (the folds of
+    :mod:`cropmap.monitoring.folds`): ``patches [n]`` indexes along the patch axis, and ``keep_parcels
+    [P + 1]`` (indexed by the ``parcel`` variable, 0 = no parcel) says whose labels are kept; the other
+    parcels' pixels become ignore, so that no parcel is labelled in two selections."""
+
+    name: str
+    patches: np.ndarray
+    keep_parcels: np.ndarray
+
+
+def select_patches(ds, split: "str | PatchSelection") -> tuple[np.ndarray, np.ndarray | None]:
+    """``(patch indexes, keep_parcels or None)`` of a split name or a selection."""
+    if isinstance(split, PatchSelection):
+        return np.asarray(split.patches, dtype=np.int64), np.asarray(split.keep_parcels, dtype=bool)
+    return np.flatnonzero(ds["split"].values == split), None
+
+
+def selected_labels(ds, sel: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """``[n, P, P]`` int64 labels of the selected patches, other parcels' pixels set to ignore (-1)."""
+    y = ds["label"].isel(patch=sel).values.astype(np.int64) if len(sel) else \
+        np.zeros((0,) + ds["label"].shape[1:], np.int64)
+    if keep is not None and len(sel):
+        y[~keep[ds["parcel"].isel(patch=sel).values]] = -1
+    return y
+
+
 class PatchDataset(Dataset):
     """Items: ``x [C, T, P, P]`` float32, ``doy [T]`` float32, ``mask [T]`` bool, ``y [P, P]`` int64.
 
@@ -37,7 +66,7 @@ class PatchDataset(Dataset):
     an augmentation that is off.
     """
 
-    def __init__(self, path: Path | str, split: str, *, augment: bool = False, crop: int | None = None,
+    def __init__(self, path: Path | str, split: "str | PatchSelection", *, augment: bool = False, crop: int | None = None,
                  date_dropout: float = 0.0, temporal_crop: float = 1.0, band_jitter: float = 0.0) -> None:
         if not 0 <= date_dropout < 1:
             raise CropmapError(f"date_dropout {date_dropout}: must be in [0, 1)")
@@ -47,12 +76,12 @@ class PatchDataset(Dataset):
             raise CropmapError(f"temporal_crop {temporal_crop}: must be in (0, 1]")
         info = dataset_info(path)
         ds = open_dataset(path)
-        sel = np.flatnonzero(ds["split"].values == split)
-        self.split = split
+        sel, keep = select_patches(ds, split)
+        self.split = split if isinstance(split, str) else split.name
         self.info = info
         # only this split is read (isel before values), not the whole array
         self.x = ds["x"].isel(patch=sel).values if len(sel) else np.zeros((0,) + ds["x"].shape[1:], np.uint16)
-        self.y = ds["label"].values[sel].astype(np.int64)
+        self.y = selected_labels(ds, sel, keep)
         self.parcel = ds["parcel"].values[sel]
         self.doy = torch.as_tensor(ds["doy"].values.astype(np.float32))
         self.augment = augment

@@ -46,6 +46,11 @@ CODE_WEIGHTS: dict[str, float] = {
 _SIZE_FACTOR = {"PPH": 0.6, "VRC": 0.35, "PTR": 0.8, "JAC": 0.6, "FVL": 0.8, "SOJ": 0.9, "TRN": 1.0,
                 "ORP": 1.0, "TTH": 1.0, "ORH": 1.1, "CZH": 1.3, "BTH": 1.3, "MIS": 1.3}
 CATCH_CROPS = ("DRG", "DMN", "DPH", "DVS", "DAV")
+# Wrong declarations the demo makes, true code -> declared code: confusions farmers and agencies do make
+# (a temporary meadow kept long is declared permanent and the reverse; maize and sunflower, wheat and barley).
+DECLARATION_ERRORS = {"PTR": "PPH", "PPH": "PTR", "MIS": "TRN", "BTH": "ORH", "ORH": "BTH"}
+ERROR_RATE = 0.04  # share of the parcels declared wrongly (the 2023 RPG controls find a few percent)
+ERRORS_NAME = "declaration_errors.csv"
 _NO_CATCH_CROP = {"PPH", "PTR", "VRC", "JAC"}  # permanent covers carry no catch crop
 
 # Parcel size limits in pixels (1 px = 0.01 ha), a little inside 0.5-20 ha so that the Lambert-93 area
@@ -72,6 +77,7 @@ class DemoScene:
     parcels: Path  # out_dir / "parcels.gpkg"
     imagery: Path  # out_dir / "imagery" (folder of per-date GeoTIFFs S2_YYYY-MM-DD.tif)
     dates: tuple[datetime.date, ...]
+    errors: Path | None = None  # out_dir / "declaration_errors.csv": ID_PARCEL, declared code, true code
 
 
 @dataclass
@@ -92,8 +98,11 @@ class _Layout:
 
 
 def generate_scene(out_dir: Path | str, *, seed: int = 0, size: int = 512, year: int = 2023,
-                   revisit_days: int = 5, progress: Callable[[int, int], None] | None = None) -> DemoScene:
-    """Write ``parcels.gpkg`` and ``imagery/S2_YYYY-MM-DD.tif`` (one per date) under ``out_dir``.
+                   revisit_days: int = 5, error_rate: float = ERROR_RATE,
+                   progress: Callable[[int, int], None] | None = None) -> DemoScene:
+    """Write ``parcels.gpkg``, ``imagery/S2_YYYY-MM-DD.tif`` (one per date) and ``declaration_errors.csv``
+    under ``out_dir``. The imagery shows every parcel's true crop; ``error_rate`` of the parcels are declared
+    with a plausible wrong code (``DECLARATION_ERRORS``), listed in the CSV, so an audit can be scored.
 
     Deterministic for a ``seed``; ``progress(done, total)`` is called after each date is written.
     """
@@ -105,11 +114,19 @@ def generate_scene(out_dir: Path | str, *, seed: int = 0, size: int = 512, year:
     imagery = root / "imagery"
     imagery.mkdir(parents=True, exist_ok=True)
     # independent streams, so that e.g. the number of dates does not change the layout
-    layout_seed, ids_seed, static_seed, dates_seed = np.random.SeedSequence(seed).spawn(4)
+    layout_seed, ids_seed, static_seed, dates_seed, errors_seed = np.random.SeedSequence(seed).spawn(5)
 
     layout = _layout_scene(np.random.default_rng(layout_seed), size)
     parcels_path = root / "parcels.gpkg"
-    _write_parcels(parcels_path, layout, np.random.default_rng(ids_seed))
+    declared = _declare(np.random.default_rng(errors_seed), layout.codes, error_rate)
+    ids = _write_parcels(parcels_path, layout, np.random.default_rng(ids_seed), declared)
+    errors_path = root / ERRORS_NAME
+    with atomic_path(errors_path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write("ID_PARCEL,declared_code,true_code\n")
+            for i, d, t in zip(ids, declared, layout.codes):
+                if d != t:
+                    f.write(f"{i},{d},{t}\n")
 
     dates = acquisition_dates(year, revisit_days)
     static = _StaticFields.build(np.random.default_rng(static_seed), layout)
@@ -127,7 +144,16 @@ def generate_scene(out_dir: Path | str, *, seed: int = 0, size: int = 512, year:
     for stale in imagery.glob("S2_*.tif"):
         if stale.name not in written:
             stale.unlink()
-    return DemoScene(root=root, parcels=parcels_path, imagery=imagery, dates=tuple(dates))
+    return DemoScene(root=root, parcels=parcels_path, imagery=imagery, dates=tuple(dates), errors=errors_path)
+
+
+def _declare(rng: np.random.Generator, codes: list[str], rate: float) -> list[str]:
+    """The declared codes: the true ones, but ``rate`` of all parcels (drawn among those whose crop has a
+    plausible confusion) declared as that confusion."""
+    candidates = np.flatnonzero([c in DECLARATION_ERRORS for c in codes])
+    n = min(len(candidates), int(round(rate * len(codes))))
+    wrong = set(rng.choice(candidates, n, replace=False).tolist()) if n else set()
+    return [DECLARATION_ERRORS[c] if i in wrong else c for i, c in enumerate(codes)]
 
 
 def acquisition_dates(year: int, revisit_days: int = 5) -> list[datetime.date]:
@@ -322,8 +348,9 @@ def _border_pairs(fields: list[Polygon], label: np.ndarray) -> tuple[np.ndarray,
 # --------------------------------------------------------------------------------------------- parcels
 
 
-def _write_parcels(path: Path, layout: _Layout, rng: np.random.Generator) -> None:
-    """RPG 2.2 layer PARCELLES_GRAPHIQUES in Lambert-93, areas in hectares as the registry gives them."""
+def _write_parcels(path: Path, layout: _Layout, rng: np.random.Generator, declared: list[str]) -> list[str]:
+    """RPG 2.2 layer PARCELLES_GRAPHIQUES in Lambert-93 with the ``declared`` codes, areas in hectares as the
+    registry gives them; returns the parcels' ``ID_PARCEL``."""
     import geopandas as gpd
 
     n = len(layout.parcels)
@@ -336,11 +363,12 @@ def _write_parcels(path: Path, layout: _Layout, rng: np.random.Generator) -> Non
     d1 = np.array([c[0] for c in layout.catch_crops], dtype=object)
     d2 = np.array([c[1] for c in layout.catch_crops], dtype=object)
     gdf = gpd.GeoDataFrame({"ID_PARCEL": [str(i) for i in ids], "SURF_PARC": np.zeros(n),
-                            "CODE_CULTU": list(layout.codes), "CODE_GROUP": [RPG_CODES[c][1] for c in layout.codes],
+                            "CODE_CULTU": list(declared), "CODE_GROUP": [RPG_CODES[c][1] for c in declared],
                             "CULTURE_D1": d1, "CULTURE_D2": d2}, geometry=geoms, crs=IMAGE_CRS).to_crs(PARCEL_CRS)
     gdf["SURF_PARC"] = (gdf.geometry.area / 1e4).round(2)
     with atomic_path(path) as tmp:
         gdf.to_file(tmp, layer=PARCEL_LAYER, driver="GPKG", engine="pyogrio")
+    return [str(i) for i in ids]
 
 
 # --------------------------------------------------------------------------------------------- spectra

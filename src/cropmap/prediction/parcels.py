@@ -83,14 +83,22 @@ class ParcelStats:
             return cls(z["fids"], z["votes"], z["prob_sum"])
 
 
-def parcel_table(parcels: gpd.GeoDataFrame, stats: ParcelStats, table: ClassTable) -> gpd.GeoDataFrame:
+def parcel_table(parcels: gpd.GeoDataFrame, stats: ParcelStats, table: ClassTable,
+                 calibrate_on: np.ndarray | None = None) -> gpd.GeoDataFrame:
     """One row per parcel (same order as ``parcels``, whose ``fid`` column matches ``stats.fids``).
 
     For the model's own level: ``declared_class``, ``pred_class`` (majority of the parcel's pixels),
-    ``pred_index``, ``confidence`` (mean probability of that class over the pixels), ``agreement``
+    ``pred_index``, ``p_declared`` and ``p_predicted`` (mean probability of the declared and of the predicted
+    class), ``confidence`` (= ``p_predicted``, for compatibility) (mean probability of that class over the pixels), ``agreement``
     (share of pixels voting for it), ``agrees`` (declared = predicted; empty without a known declared
     code). For each coarser level L (group, coarse): ``declared_L``, ``pred_L``, ``confidence_L``,
-    ``agreement_L``, ``agrees_L``; then ``n_pixels`` and ``level`` (the model's own level).
+    ``agreement_L``, ``agrees_L``, ``p_declared_L``; then ``n_pixels``, ``level`` (the model's own level)
+    and ``temperature``.
+
+    A parcel's probabilities are the mean of its pixels' (calibrated) probabilities. With ``calibrate_on``
+    (``[P]`` bool, held-out parcels: the out-of-fold ones of a fold run), they are calibrated once more at the
+    parcel level: a temperature fitted on those parcels' declarations (a pixel mean is not a calibrated parcel
+    probability: pixels that agree at 0.7 each make a parcel that is right far more than 7 times in 10).
     """
     pos = {f: i for i, f in enumerate(stats.fids)}
     order = np.array([pos[f] for f in parcels["fid"]], dtype=np.int64)
@@ -98,6 +106,10 @@ def parcel_table(parcels: gpd.GeoDataFrame, stats: ParcelStats, table: ClassTabl
     n_px = votes.sum(axis=1)
     has = n_px > 0
     declared = np.array([table.class_of(c) for c in parcels["CODE_CULTU"]], dtype=np.int64)
+    temperature = 1.0
+    if calibrate_on is not None:
+        fit = np.asarray(calibrate_on, bool) & has & (declared >= 0)
+        prob_sum, temperature = calibrated_parcel_sums(prob_sum, n_px, declared, fit)
     keep = [c for c in ("ID_PARCEL", "SURF_PARC", "CODE_CULTU", "CODE_GROUP") if c in parcels]
     res = gpd.GeoDataFrame(parcels[keep].copy(), geometry=parcels.geometry.values, crs=parcels.crs)
     for level, (names, m) in coarser_levels(table).items():
@@ -107,9 +119,16 @@ def parcel_table(parcels: gpd.GeoDataFrame, stats: ParcelStats, table: ClassTabl
         suffix = "" if level == table.level else f"_{level}"
         res[f"declared{suffix or '_class'}"] = [names[d] if d >= 0 else None for d in dec]
         res[f"pred{suffix or '_class'}"] = [names[t] if h else None for t, h in zip(top, has)]
+        pick = np.arange(len(top)), top
         if not suffix:
             res["pred_index"] = np.where(has, top, -1)
-        pick = np.arange(len(top)), top
+            # the (calibrated) mean probability of the declared class and of the predicted one
+            res["p_declared"] = np.where(has & (dec >= 0), s[np.arange(len(dec)), np.maximum(dec, 0)]
+                                         / np.maximum(n_px, 1), np.nan)
+            res["p_predicted"] = np.where(has, s[pick] / np.maximum(n_px, 1), np.nan)
+        else:
+            res[f"p_declared{suffix}"] = np.where(has & (dec >= 0), s[np.arange(len(dec)), np.maximum(dec, 0)]
+                                                  / np.maximum(n_px, 1), np.nan)
         res[f"confidence{suffix}"] = np.where(has, s[pick] / np.maximum(n_px, 1), np.nan)
         res[f"agreement{suffix}"] = np.where(has, v[pick] / np.maximum(n_px, 1), np.nan)
         # nullable boolean: empty where there is no declared class to compare
@@ -117,9 +136,27 @@ def parcel_table(parcels: gpd.GeoDataFrame, stats: ParcelStats, table: ClassTabl
                                           dtype="boolean")
     res["n_pixels"] = n_px
     res["level"] = table.level  # the level of the unsuffixed columns
+    res["temperature"] = temperature  # the parcel-level calibration (1: none)
     if not has.all():
         log.warning("%d parcel(s) have no valid pixel in the imagery; their prediction is empty", int((~has).sum()))
     return res
+
+
+def calibrated_parcel_sums(prob_sum: np.ndarray, n_px: np.ndarray, declared: np.ndarray, fit: np.ndarray
+                           ) -> tuple[np.ndarray, float]:
+    """``prob_sum [P, K]`` recalibrated: each parcel's mean probabilities ``q`` become ``softmax(log q / T)``,
+    T fitted on the ``fit`` parcels' declared classes (see :mod:`cropmap.monitoring.calibration`); returned as
+    sums again (times the pixel count), with T."""
+    import torch
+
+    from ..monitoring.calibration import fit_temperature
+
+    if fit.sum() < 2:
+        return prob_sum, 1.0
+    q = prob_sum / np.maximum(n_px, 1)[:, None]
+    logq = torch.from_numpy(np.log(np.clip(q, 1e-9, None)))
+    t = fit_temperature(logq[torch.from_numpy(fit)], torch.from_numpy(declared[fit]))
+    return torch.softmax(logq / t, dim=1).numpy() * n_px[:, None], t
 
 
 def write_parcel_table(res: gpd.GeoDataFrame, out: Path, *, overwrite: bool) -> Path:

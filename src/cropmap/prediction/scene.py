@@ -25,11 +25,12 @@ from shapely.geometry import box
 from ..atomic import atomic_path, refuse_existing, temp_prefix
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..dataset.composite import DEFAULT_KEEP_SCL, composite_stack
-from ..dataset.rasterize import to_grid_crs
+from ..dataset.rasterize import rasterize_parcels, to_grid_crs
 from ..dataset.timegrid import TimeGrid
 from ..errors import CropmapError
 from ..models.fold import fold_batchnorm
 from ..models.protocol import model_traits
+from ..monitoring.folds import read_fold_run
 from ..progress import progress_bar
 from ..sources.geotiff_folder import BANDS, SceneStack
 from ..sources.imagery import open_imagery
@@ -74,12 +75,18 @@ class ScenePredictor:
         self.doy = torch.as_tensor(self.grid.day_of_year.astype(np.float32))[None]
         # windows start on the model's pooling grid, so they see what a whole-scene pass sees
         self.multiple = model_traits(self.model).multiple
+        self.temperature = ckpt.temperature
 
     @property
     def num_classes(self) -> int:
         return self.ckpt.class_table.num_classes
 
     def __call__(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        x, has_data = self.inputs(win)
+        return self.probabilities(x), has_data
+
+    def inputs(self, win: Window) -> tuple[torch.Tensor, np.ndarray]:
+        """The model's input ``[1, C, T, h, w]`` for ``win`` and its has-data mask ``[h, w]``."""
         comp = composite_stack(self.stack, self.grid, window=win, keep_scl=self.keep_scl)
         has_data = comp.has_data
         # normalised in place, one contiguous copy: a window's input is the largest array here
@@ -90,9 +97,72 @@ class ScenePredictor:
         np.nan_to_num(v, copy=False, nan=0.0)
         x = torch.from_numpy(np.ascontiguousarray(v.transpose(1, 0, 2, 3)))[None]  # [1, C, T, h, w]
         del comp, v
+        return x, has_data
+
+    def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """``[K, h, w]`` calibrated class probabilities: softmax(output / T), T from the checkpoint."""
         with torch.inference_mode():
-            prob = torch.softmax(self.model(x, self.doy), dim=1)[0]  # [K, h, w]
-        return prob.numpy(), has_data
+            return torch.softmax(self.model(x, self.doy) / self.temperature, dim=1)[0].numpy()
+
+
+class FoldScenePredictor:
+    """The K models of a fold run (:mod:`cropmap.monitoring.folds`) on one scene: the pixels of a labelled
+    parcel get its fold's model (which never saw it), every other pixel the mean of the K models."""
+
+    def __init__(self, run, stack: SceneStack, keep_scl, parcels: gpd.GeoDataFrame | None) -> None:
+        self.parts = [ScenePredictor(c, stack, keep_scl) for c in run.checkpoints]
+        self.ckpt, self.stack = run.checkpoints[0], stack
+        self.model = self.parts[0].model  # for the receptive-radius probe: the folds share one architecture
+        self.multiple = max(p.multiple for p in self.parts)
+        self.parcels = parcels
+        self.fold = run.fold_of(parcels["ID_PARCEL"]) if parcels is not None and "ID_PARCEL" in parcels else None
+
+    @property
+    def num_classes(self) -> int:
+        return self.ckpt.class_table.num_classes
+
+    def __call__(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        x, has_data = self.parts[0].inputs(win)  # one composite: the folds share the dataset's normalisation
+        probs = [p.probabilities(x) for p in self.parts]
+        out = np.mean(probs, axis=0)
+        if self.fold is not None and (self.fold >= 0).any():
+            fold_px = self.pixel_folds(win, has_data.shape)
+            for f, prob in enumerate(probs):
+                where = fold_px == f
+                out[:, where] = prob[:, where]
+        return out, has_data
+
+    def pixel_folds(self, win: Window, shape: tuple[int, int]) -> np.ndarray:
+        """``[h, w]`` fold of the parcel under each pixel of ``win`` (-1: none, or not a labelled parcel)."""
+        transform = rasterio.windows.transform(win, self.stack.transform)
+        bounds = rasterio.transform.array_bounds(shape[0], shape[1], transform)
+        near = np.sort(self.parcels.sindex.query(box(*bounds), predicate="intersects"))
+        out = np.full(shape, -1, np.int16)
+        if len(near):
+            pid = rasterize_parcels(self.parcels.iloc[near], transform, shape)  # 1 + position in `near`
+            inside = pid > 0
+            out[inside] = self.fold[near][pid[inside] - 1]
+        return out
+
+
+def run_checkpoint(run: Path | str) -> Checkpoint:
+    """The checkpoint whose classes, bands and preprocessing a run's outputs follow: its ``model.pt``, or
+    the first fold's for a fold run (the folds share them)."""
+    fold_run = read_fold_run(run)
+    return fold_run.checkpoints[0] if fold_run else load_checkpoint(run)
+
+
+def answer_parcels(gdf: gpd.GeoDataFrame, stats: ParcelStats, table, run: Path | str) -> gpd.GeoDataFrame:
+    """The parcel table (:func:`~cropmap.prediction.parcels.parcel_table`) with ``fold``: the fold whose model
+    answered the parcel (-1: the mean of the fold models, for parcels not labelled in training; or a run
+    without folds, whose answers are in-sample for its training parcels). A fold run's parcel probabilities
+    are calibrated on its out-of-fold parcels."""
+    fold_run = read_fold_run(run)
+    fold = fold_run.fold_of(gdf["ID_PARCEL"]) if fold_run is not None and "ID_PARCEL" in gdf else \
+        np.full(len(gdf), -1, np.int16)
+    res = parcel_table(gdf, stats, table, calibrate_on=fold >= 0 if fold_run is not None else None)
+    res["fold"] = fold
+    return res
 
 
 def grid_for(trained: TimeGrid, stack: SceneStack) -> TimeGrid:
@@ -152,7 +222,8 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     check_outputs([out, conf_out, prob_out, look_out], overwrite)
     if window < 16:
         raise CropmapError(f"--window {window}: too small (at least 16 px)")
-    ckpt = load_checkpoint(run)
+    fold_run = read_fold_run(run)
+    ckpt = run_checkpoint(run)
     if ckpt.class_table.num_classes >= NODATA:
         raise CropmapError(f"{run}: {ckpt.class_table.num_classes} classes do not fit a uint8 map")
     stack = open_imagery(imagery)
@@ -160,13 +231,11 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
         raise CropmapError(f"{ckpt.source or run}: the model's bands {', '.join(ckpt.bands)} differ from the "
                            f"imagery's {', '.join(BANDS)} ({imagery})")
     # clouds are masked as in training (the checkpoint's preprocessing record), or the scene is refused
-    predictor = ScenePredictor(ckpt, stack, ckpt.record.check_scene(stack, imagery, keep_scl))
+    keep = ckpt.record.check_scene(stack, imagery, keep_scl)
+    gdf = read_scene_parcels(parcels, stack, imagery) if parcels is not None else None
+    predictor = FoldScenePredictor(fold_run, stack, keep, gdf) if fold_run else ScenePredictor(ckpt, stack, keep)
     k, names = predictor.num_classes, list(ckpt.class_table.names)
-
-    gdf, stats = None, None
-    if parcels is not None:
-        gdf = read_scene_parcels(parcels, stack, imagery)
-        stats = ParcelStats.zeros(gdf["fid"].to_numpy(), k)
+    stats = ParcelStats.zeros(gdf["fid"].to_numpy(), k) if gdf is not None else None
 
     radius = receptive_radius(predictor.model, len(ckpt.bands), predictor.multiple)
     context = plan_context(radius, overlap, predictor.multiple)
@@ -261,11 +330,11 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
                                        overwrite=overwrite, staging=staging)
         if not outs:
             return summary
-        table = load_checkpoint(run).class_table
+        table = run_checkpoint(run).class_table
         stack = open_imagery(imagery)
         gdf = read_parcels(parcels, with_fid=True, bbox=stack.bounds, bbox_crs=stack.crs)  # the area only
         gdf = gdf[np.isin(gdf["fid"], stats.fids)].reset_index(drop=True)
-        res = parcel_table(gdf, stats, table)
+        res = answer_parcels(gdf, stats, table, run)
         for p in outs:
             write_parcel_table(res, staging.enter_context(atomic_path(p, overwrite=overwrite)), overwrite=True)
     return PredictSummary(**{**summary.__dict__, "parcels_paths": outs})

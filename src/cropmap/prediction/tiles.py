@@ -20,13 +20,12 @@ import numpy as np
 import rasterio
 
 from ..atomic import atomic_path
-from ..checkpoint import load_checkpoint
 from ..cluster import run_tasks
 from ..errors import CropmapError
 from ..sources.parcels import read_parcels
-from .parcels import ParcelStats, bounds_in_crs, parcel_table, write_parcel_table
+from .parcels import ParcelStats, bounds_in_crs, write_parcel_table
 from .rasters import NODATA
-from .scene import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_outputs, parcel_outputs, predict_scene, side_path
+from .scene import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_outputs, parcel_outputs, answer_parcels, predict_scene, run_checkpoint, side_path
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
     if outs and parcels is None:
         raise CropmapError("--parcels-out needs --parcels")
     check_outputs(list(outs), overwrite)
-    load_checkpoint(run)  # fail here, once, rather than in every task
+    run_checkpoint(run)  # fail here, once, rather than in every task
     out_dir.mkdir(parents=True, exist_ok=True)
 
     opts = dict(parcels=parcels if outs else None, confidence=confidence, probabilities=probabilities,
@@ -84,7 +83,7 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
         stats = merge_stats([s for _, s in results])
         gdf = read_parcels(parcels, with_fid=True, bbox=bounds_in_crs([t.map_path for t in tiles], parcels))
         gdf = gdf[np.isin(gdf["fid"], stats.fids)].reset_index(drop=True)
-        res = parcel_table(gdf, stats, load_checkpoint(run).class_table)
+        res = answer_parcels(gdf, stats, run_checkpoint(run).class_table, run)
         written = tuple(write_parcel_table(res, p, overwrite=overwrite) for p in outs)
     return TilesSummary(tiles, mosaics, written, time.perf_counter() - start)
 
