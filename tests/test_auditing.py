@@ -68,6 +68,15 @@ def test_markers_red_first_with_a_summary(table, tmp_path):
     assert summary["markers_per_declared_class"]["Blé tendre"] == {"red": 0, "orange": 1, "green": 1}
     assert summary["errors"]["expected_red_precision"] == pytest.approx((0.98 + 0.85) / 2)
     assert summary["out_of_fold"] and summary["note"] is None
+    import xml.etree.ElementTree as ET
+
+    import pyogrio
+
+    layer = pyogrio.read_dataframe(s.layer_path, layer="audit")
+    assert list(layer["ID_PARCEL"]) == [r["ID_PARCEL"] for r in rows] and list(layer["marker"])[0] == "red"
+    style = ET.parse(s.layer_path.with_suffix(".qml")).getroot()
+    assert style.find("renderer-v2").get("attr") == "marker"
+    assert {c.get("value") for c in style.iter("category")} == {"red", "orange", "green"}
 
 
 def test_in_sample_answers_are_said_so(tmp_path, caplog):
@@ -98,3 +107,10 @@ def test_cli_and_errors(table, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["audit", "--parcels", str(tmp_path / "none.gpkg"), "--out", str(tmp_path / "x.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_inspect_lists_uncertain_parcels_per_class(table, tmp_path):
+    audit_parcels(table, tmp_path / "a.csv", inspect=3)
+    rows = _rows(tmp_path / "a.inspect.csv")
+    # least confident first, in turn over the declared classes (f has too few pixels to teach anything)
+    assert [r["ID_PARCEL"] for r in rows] == ["b", "c", "e"]

@@ -1,6 +1,7 @@
 """``cropmap audit``: a marker for every declared parcel (green confirmed, orange unsure, red another crop
 confidently predicted; :mod:`cropmap.monitoring.markers`), as a CSV a controller works through red first,
-and a JSON summary beside it (thresholds, marker counts per declared class, alpha/beta error estimates).
+a JSON summary beside it (thresholds, marker counts per declared class, alpha/beta error estimates), and the
+same table as a GeoPackage with a QGIS style colouring the parcels by marker.
 
 The answers should be out of fold (``cropmap train --folds``): a model graded on the declarations it was
 trained on can learn a wrong declaration and confirm it. A run without folds is audited all the same, with a
@@ -14,13 +15,17 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 
 from .atomic import atomic_path, refuse_existing
 from .errors import CropmapError
-from .monitoring.markers import MARKERS, MIN_CLEAR_PIXELS, TARGET_PRECISION, assign_markers, error_estimates
+from .monitoring.markers import (MARKERS, MIN_CLEAR_PIXELS, TARGET_PRECISION, assign_markers, error_estimates,
+                                 inspection_sample)
 from .prediction.parcels import read_parcel_table
+from .styles import marker_qml
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +48,21 @@ class AuditSummary:
     summary_path: Path | None = None
     thresholds: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
+    layer_path: Path | None = None  # GeoPackage of the same table (layer audit), styled by <name>.qml
 
 
 def audit_parcels(parcels: Path | str, out: Path | str, *, level: str | None = None, min_confidence: float = 0.0,
                   target_precision: float = TARGET_PRECISION, min_pixels: int = MIN_CLEAR_PIXELS,
-                  overwrite: bool = False) -> AuditSummary:
+                  inspect: int = 0, overwrite: bool = False) -> AuditSummary:
     """Write ``out`` (CSV, columns ``AUDIT_COLUMNS``, red first, least likely declarations first) and
     ``out``'s ``.json`` summary, for the parcels with a declared class at ``level`` (default the model's
-    own). ``min_confidence`` drops disagreeing parcels predicted less confidently than that from the list."""
+    own). ``min_confidence`` drops disagreeing parcels predicted less confidently than that from the list.
+    ``inspect`` N > 0 also writes ``<out>.inspect.csv``: the N parcels whose field check teaches the model most
+    (least confident prediction first, in turn over the declared classes so rare classes are not starved)."""
     out = Path(out)
-    summary_path = out.with_suffix(".json")
-    refuse_existing(out, summary_path, overwrite=overwrite)  # before the work; atomic_path checks again
+    summary_path, layer_path, style_path = (out.with_suffix(s) for s in (".json", ".gpkg", ".qml"))
+    inspect_path = out.with_suffix(".inspect.csv") if inspect > 0 else None
+    refuse_existing(out, summary_path, layer_path, style_path, inspect_path, overwrite=overwrite)
     if not 0 < target_precision < 1:
         raise CropmapError(f"target precision {target_precision}: expected a share between 0 and 1")
     gdf = read_parcel_table(Path(parcels))
@@ -85,6 +94,7 @@ def audit_parcels(parcels: Path | str, out: Path | str, *, level: str | None = N
     centroids = sel.geometry.representative_point().to_crs("EPSG:4326") if len(sel) else None
     declared_col = f"declared{suffix or '_class'}"
     table = pd.DataFrame({
+        "_row": np.arange(len(sel)),
         "marker": marker[listed],
         "ID_PARCEL": sel["ID_PARCEL"].to_numpy(),
         "CODE_CULTU": sel["CODE_CULTU"].to_numpy(),
@@ -104,6 +114,9 @@ def audit_parcels(parcels: Path | str, out: Path | str, *, level: str | None = N
     table = table.sort_values(["_order", "p_declared", "confidence"], ascending=[True, True, False],
                               kind="stable").drop(columns="_order").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
+    layer = gpd.GeoDataFrame(table.drop(columns=["_row", "lon", "lat"]),
+                             geometry=sel.geometry.to_numpy()[table["_row"].to_numpy()], crs=sel.crs)
+    table = table.drop(columns="_row")
     counts = {m: int((marker == m).sum()) for m in MARKERS}
     per_class = {}
     declared = gdf[declared_col].to_numpy()
@@ -117,7 +130,23 @@ def audit_parcels(parcels: Path | str, out: Path | str, *, level: str | None = N
                "errors": errors, "markers_per_declared_class": per_class}
     with atomic_path(out, overwrite=overwrite) as tmp:
         table.to_csv(tmp, index=False)
+    if inspect_path is not None:
+        enough = compared_mask & (gdf["n_pixels"].to_numpy() >= min_pixels)
+        pick = inspection_sample(np.where(enough, 1 - confidence, np.nan), gdf[declared_col].to_numpy(dtype=object),
+                                 inspect)
+        ins = pd.DataFrame({"order": np.arange(1, len(pick) + 1), "ID_PARCEL": gdf["ID_PARCEL"].to_numpy()[pick],
+                            "declared": gdf[declared_col].to_numpy()[pick],
+                            "predicted": gdf[f"pred{suffix or '_class'}"].to_numpy()[pick],
+                            "p_predicted": confidence[pick].round(4), "marker": marker[pick],
+                            "n_pixels": gdf["n_pixels"].to_numpy()[pick]})
+        with atomic_path(inspect_path, overwrite=overwrite) as tmp:
+            ins.to_csv(tmp, index=False)
     with atomic_path(summary_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    # the same table as parcels on a map, coloured by marker when opened in QGIS (audit.qml beside audit.gpkg)
+    with atomic_path(layer_path, overwrite=overwrite) as tmp:
+        pyogrio.write_dataframe(layer, tmp, layer="audit", driver="GPKG")
+    with atomic_path(style_path, overwrite=overwrite) as tmp:
+        tmp.write_text(marker_qml(), encoding="utf-8")
     return AuditSummary(out, level, int(compared_mask.sum()), int(disagree.sum()), len(table), counts, out_of_fold,
-                        summary_path, thresholds, errors)
+                        summary_path, thresholds, errors, layer_path)

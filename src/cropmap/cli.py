@@ -89,8 +89,10 @@ def _predict(a: argparse.Namespace, cfg) -> None:
     s = predict_map(a.run, a.imagery[0], a.out, parcels=a.parcels, parcels_out=a.parcels_out,
                     confidence_out=side_path(a.out, "confidence") if cfg.confidence else None,
                     probabilities_out=side_path(a.out, "probabilities") if cfg.probabilities else None,
+                    uncertainty_out=side_path(a.out, "uncertainty") if cfg.uncertainty else None,
                     quicklook=cfg.quicklook, window=cfg.window, overlap=cfg.overlap, overwrite=a.overwrite)
-    extras = [p for p in (s.confidence_path, s.probabilities_path, s.quicklook_path, *s.parcels_paths) if p]
+    extras = [p for p in (s.confidence_path, s.probabilities_path, s.uncertainty_path, s.quicklook_path,
+                          *s.parcels_paths) if p]
     print(f"map {s.map_path} ({s.pixels:,} px, {s.nodata_pixels:,} without observation, "
           f"{s.pixels / max(s.seconds, 1e-9):,.0f} px/s, {s.seconds:.0f} s)"
           + (f"; also {', '.join(map(str, extras))}" if extras else ""))

@@ -211,6 +211,8 @@ class PredictConfig:
     overlap: int = 64  # pixels shared by neighbouring windows, blended
     confidence: bool = False  # also write <map>.confidence.tif (the highest class probability)
     probabilities: bool = False  # also write <map>.probabilities.tif (one band per class)
+    # also write <map>.uncertainty.tif: normalised entropy and margin (top-1 minus top-2), in percent
+    uncertainty: bool = False
     quicklook: bool = True  # also write <map>.quicklook.png
     workers: int = 1  # several imagery folders: tiles predicted at once on this machine
     # tcp://host:port of a Dask scheduler to run the tiles on (its workers must see the run, imagery and output)
@@ -225,6 +227,9 @@ class AuditConfig:
     min_confidence: float = 0.0  # leave out of the list the disagreements predicted less confidently than this
     target_precision: float = 0.9  # expected share of wrong declarations among the red parcels (sets the thresholds)
     min_pixels: int = 20  # fewer clear pixels than this are too little evidence for red or green (orange)
+    # also write <out>.inspect.csv: this many parcels whose field check teaches the model most (uncertainty
+    # sampling, in turn over the declared classes so rare ones are not starved); 0: none
+    inspect: int = 0
 
 
 @dataclass(frozen=True)

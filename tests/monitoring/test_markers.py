@@ -36,3 +36,13 @@ def test_markers_on_a_hand_made_table():
     assert e["expected_red_precision"] == pytest.approx((1 - p[red]).mean())
     assert e["alpha"] == pytest.approx(p[red].sum() / p[known].sum())
     assert e["beta"] == pytest.approx((1 - p[known & ~red]).sum() / (1 - p[known]).sum())
+
+
+def test_inspection_sample_takes_each_class_in_turn():
+    from cropmap.monitoring.markers import inspection_sample
+
+    u = np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.05, np.nan])
+    g = np.array(["wheat", "wheat", "wheat", "wheat", "vines", "vines", "vines"])
+    # the rare class (vines) gets its most uncertain parcel second, not after every wheat parcel
+    assert inspection_sample(u, g, 3).tolist() == [0, 4, 1]
+    assert inspection_sample(u, g, 10).tolist() == [0, 4, 1, 5, 2, 3]  # NaN never picked

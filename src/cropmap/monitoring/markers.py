@@ -76,3 +76,22 @@ def error_estimates(p_declared: np.ndarray, marker: np.ndarray) -> dict:
             "alpha": float(p[red].sum() / right) if right > 0 else None,
             "beta": float((1 - p[~red]).sum() / wrong) if wrong > 0 else None,
             "expected_wrong_declarations": float(wrong)}
+
+
+def inspection_sample(uncertain: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    """Indexes of ``n`` items for field checks by uncertainty sampling per group: the most uncertain item of
+    each group in turn (groups in order of their most uncertain item), so that a rare class gets its checks
+    as a frequent one does. ``uncertain [P]`` (higher: less sure; NaN: never picked), ``groups [P]``."""
+    u = np.asarray(uncertain, dtype=np.float64)
+    ok = ~np.isnan(u)
+    queues = {}
+    for g in np.unique(np.asarray(groups)[ok]):
+        idx = np.flatnonzero(ok & (np.asarray(groups) == g))
+        queues[g] = list(idx[np.argsort(-u[idx], kind="stable")])
+    order = sorted(queues, key=lambda g: -u[queues[g][0]])
+    picked: list[int] = []
+    while len(picked) < n and any(queues.values()):
+        for g in order:
+            if queues[g] and len(picked) < n:
+                picked.append(int(queues[g].pop(0)))
+    return np.array(picked, dtype=np.int64)

@@ -35,6 +35,7 @@ from ..progress import progress_bar
 from ..sources.geotiff_folder import BANDS, SceneStack
 from ..sources.imagery import open_imagery
 from ..sources.parcels import read_parcels
+from ..styles import category_names_aux, class_map_qml, style_paths
 from .parcels import PARCEL_FORMATS, ParcelStats, parcel_table, write_parcel_table
 from .rasters import (NODATA, StreamedRaster, describe_class_map, describe_percent_raster, to_percent)
 from .windows import plan_context, receptive_radius, stream_probabilities
@@ -58,6 +59,7 @@ class PredictSummary:
     class_pixels: dict[str, int]
     windows_px: tuple[int, int, int]  # window, overlap, context
     seconds: float
+    uncertainty_path: Path | None = None
 
     @property
     def parcels_path(self) -> Path | None:
@@ -165,6 +167,19 @@ def answer_parcels(gdf: gpd.GeoDataFrame, stats: ParcelStats, table, run: Path |
     return res
 
 
+UNCERTAINTY_BANDS = ("normalised entropy (0: sure, 1: uniform over the classes)",
+                     "margin (top-1 minus top-2 probability; low: unsure)")
+
+
+def uncertainty(prob: np.ndarray) -> np.ndarray:
+    """``[2, h, w]`` normalised entropy and margin of ``prob [K, h, w]``."""
+    k = prob.shape[0]
+    p = np.clip(prob, 1e-12, 1.0)
+    entropy = -(p * np.log(p)).sum(axis=0) / np.log(max(k, 2))
+    top2 = np.partition(prob, k - 2, axis=0)[-2:] if k > 1 else np.concatenate([prob, np.zeros_like(prob)])
+    return np.stack([entropy, np.abs(top2[1] - top2[0])]).astype(np.float32)
+
+
 def grid_for(trained: TimeGrid, stack: SceneStack) -> TimeGrid:
     """The training grid, moved to the imagery's year when the imagery is from another season."""
     inside = [d for d in stack.dates if 0 <= trained.step_of(d) < trained.steps]
@@ -181,6 +196,7 @@ def check_outputs(paths: list[Path | None], overwrite: bool) -> None:
 
 # the files written beside a map ``<stem>.tif``, by kind: the one place their names are made
 SIDE_OUTPUTS = {"confidence": ".confidence.tif", "probabilities": ".probabilities.tif", "quicklook": ".quicklook.png",
+                "uncertainty": ".uncertainty.tif",
                 "parcel_stats": ".parcels.npz"}
 
 
@@ -208,7 +224,8 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
                   confidence_out: Path | str | None = None, probabilities_out: Path | str | None = None,
                   quicklook: bool = True, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
                   keep_scl=None, overwrite: bool = False, show_progress: bool = True,
-                  staging: contextlib.ExitStack | None = None) -> tuple[PredictSummary, ParcelStats | None]:
+                  staging: contextlib.ExitStack | None = None, uncertainty_out: Path | str | None = None
+                  ) -> tuple[PredictSummary, ParcelStats | None]:
     """Predict one scene; returns the summary and, with ``parcels``, the parcels' accumulated stats.
 
     Outputs are written under temporary names and renamed when ``staging`` closes (by default, on return),
@@ -218,8 +235,10 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     out = Path(out)
     conf_out = Path(confidence_out) if confidence_out else None
     prob_out = Path(probabilities_out) if probabilities_out else None
+    unc_out = Path(uncertainty_out) if uncertainty_out else None
     look_out = side_path(out, "quicklook") if quicklook else None
-    check_outputs([out, conf_out, prob_out, look_out], overwrite)
+    qml_out, aux_out = style_paths(out)  # the legend's class names for QGIS and GDAL readers
+    check_outputs([out, conf_out, prob_out, unc_out, look_out, qml_out, aux_out], overwrite)
     if window < 16:
         raise CropmapError(f"--window {window}: too small (at least 16 px)")
     fold_run = read_fold_run(run)
@@ -250,25 +269,29 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     # GDAL's block cache would otherwise grow to 5 % of RAM with every block read and written
     with own, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         map_tmp = staged(out)  # staged first: renamed last
-        conf_tmp, prob_tmp, look_tmp = (staged(p) if p else None for p in (conf_out, prob_out, look_out))
+        conf_tmp, prob_tmp, unc_tmp, look_tmp = (staged(p) if p else None
+                                                 for p in (conf_out, prob_out, unc_out, look_out))
         with tempfile.TemporaryDirectory(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent) as tmpdir:
             tmp = Path(tmpdir)
             _stream_scene(stack, predictor, tmp, map_tmp, conf_tmp, prob_tmp, window, overlap, context, gdf, stats,
-                          class_pixels, show_progress)
+                          class_pixels, show_progress, unc_tmp)
         if look_tmp is not None:
             from ..quicklook import render_quicklook
 
             render_quicklook(map_tmp, look_tmp, name=out.name)
+        names_colors = list(ckpt.class_table.names), list(ckpt.class_table.colors)
+        staged(qml_out).write_text(class_map_qml(*names_colors), encoding="utf-8")
+        staged(aux_out).write_text(category_names_aux(names_colors[0]), encoding="utf-8")
     summary = PredictSummary(out, conf_out, prob_out, look_out, (), stack.height * stack.width,
                              int(stack.height * stack.width - class_pixels.sum()),
                              {names[i]: int(n) for i, n in enumerate(class_pixels)}, (window, overlap, context),
-                             time.perf_counter() - start)
+                             time.perf_counter() - start, unc_out)
     return summary, stats
 
 
 def _stream_scene(stack, predictor: ScenePredictor, tmp: Path, map_out: Path, conf_out: Path | None,
                   prob_out: Path | None, window: int, overlap: int, context: int, gdf, stats: ParcelStats | None,
-                  class_pixels: np.ndarray, show_progress: bool) -> None:
+                  class_pixels: np.ndarray, show_progress: bool, unc_out: Path | None = None) -> None:
     """Predict the scene window by window, streamed into ``tmp`` and finished as COGs at ``map_out`` (and
     ``conf_out``, ``prob_out``); adds each block's pixels per class to ``class_pixels`` and, with
     ``stats``, its parcels' votes."""
@@ -279,6 +302,8 @@ def _stream_scene(stack, predictor: ScenePredictor, tmp: Path, map_out: Path, co
         rasters["conf"] = StreamedRaster(conf_out, tmp / "conf.tif", grid, 1, resampling="average")
     if prob_out:
         rasters["prob"] = StreamedRaster(prob_out, tmp / "prob.tif", grid, k, resampling="average")
+    if unc_out:
+        rasters["unc"] = StreamedRaster(unc_out, tmp / "unc.tif", grid, 2, resampling="average")
     try:
         # colour table and descriptions before any pixel: GeoTIFF fixes them once data is written
         describe_class_map(rasters["map"].dst, ckpt)
@@ -286,6 +311,8 @@ def _stream_scene(stack, predictor: ScenePredictor, tmp: Path, map_out: Path, co
             describe_percent_raster(rasters["conf"].dst, ["confidence (max class probability)"], "confidence", ckpt)
         if prob_out:
             describe_percent_raster(rasters["prob"].dst, list(ckpt.class_table.names), "class probabilities", ckpt)
+        if unc_out:
+            describe_percent_raster(rasters["unc"].dst, list(UNCERTAINTY_BANDS), "uncertainty", ckpt)
         bar = (progress_bar("predicting", stack.height * stack.width, unit="px") if show_progress
                else contextlib.nullcontext(lambda n=1: None))
         with bar as advance:
@@ -299,6 +326,8 @@ def _stream_scene(stack, predictor: ScenePredictor, tmp: Path, map_out: Path, co
                     rasters["conf"].write(row0, col0, to_percent(prob.max(axis=0), has))
                 if prob_out:
                     rasters["prob"].write(row0, col0, to_percent(prob, has))
+                if unc_out:
+                    rasters["unc"].write(row0, col0, to_percent(uncertainty(prob), has))
                 class_pixels += np.bincount(cls[has], minlength=k)
                 if stats is not None:
                     block = Window(col0, row0, has.shape[1], has.shape[0])
@@ -315,7 +344,7 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
                 parcels_out: Path | str | list | tuple | None = None, confidence_out: Path | str | None = None,
                 probabilities_out: Path | str | None = None, quicklook: bool = True,
                 window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, keep_scl=None,
-                overwrite: bool = False) -> PredictSummary:
+                overwrite: bool = False, uncertainty_out: Path | str | None = None) -> PredictSummary:
     """Map one scene; with ``parcels`` and ``parcels_out`` (one or more .gpkg / .parquet paths) also
     write each parcel's predicted class at every level of the hierarchy."""
     outs = parcel_outputs(parcels_out)
@@ -327,7 +356,7 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
         summary, stats = predict_scene(run, imagery, out, parcels=parcels if outs else None,
                                        confidence_out=confidence_out, probabilities_out=probabilities_out,
                                        quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
-                                       overwrite=overwrite, staging=staging)
+                                       overwrite=overwrite, staging=staging, uncertainty_out=uncertainty_out)
         if not outs:
             return summary
         table = run_checkpoint(run).class_table
