@@ -3,6 +3,7 @@
 import base64
 import json
 import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import pytest
@@ -59,7 +60,7 @@ def test_report_is_self_contained_and_shows_the_metrics(tiny_run, crop_map, tmp_
         if "src" in attrs:
             assert tag == "img" and attrs["src"].startswith("data:image/png;base64,")
     images = [base64.b64decode(a["src"].split(",", 1)[1]) for t, a in doc.tags if t == "img"]
-    assert len(images) == 3  # confusion matrix, training curves, quick-look
+    assert len(images) == 4  # confusion matrix, training curves, reliability diagram, quick-look
     assert images[0] == (tiny_run / "confusion.png").read_bytes()
     assert images[1] == (tiny_run / "curves.png").read_bytes()
     (tmp_path / "ql.png").write_bytes(images[2])
@@ -94,7 +95,7 @@ def test_names_are_escaped_and_confusion_redrawn_from_metrics(run_copy, tmp_path
     assert "<script" not in page and '<img src="http' not in page
     doc = Tags(page)
     imgs = [a for t, a in doc.tags if t == "img"]
-    assert len(imgs) == 2 and all(a["src"].startswith("data:image/png;base64,") for a in imgs)
+    assert len(imgs) == 3 and all(a["src"].startswith("data:image/png;base64,") for a in imgs)
     assert base64.b64decode(imgs[0]["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"  # drawn from the matrix
 
 
@@ -136,3 +137,55 @@ def test_bad_map_is_refused_without_output(run_copy):
     with pytest.raises(CropmapError, match=f"{not_a_map}: not a readable raster"):
         write_report(run_copy, map_path=not_a_map)
     assert not (run_copy / "report.html").exists() and not list(run_copy.glob(".report*"))
+
+
+@pytest.fixture(scope="module")
+def audited(tiny_run, tiny_scene, tmp_path_factory):
+    """tiny_run's map (with uncertainty), parcel answers, audit and an area table from a hand sample."""
+    import csv
+
+    from cropmap.auditing import audit_parcels
+    from cropmap.monitoring.areas import estimate_areas
+    from cropmap.prediction import predict_map
+
+    d = tmp_path_factory.mktemp("audited")
+    s = predict_map(tiny_run, tiny_scene.imagery, d / "map.tif", parcels=tiny_scene.parcels,
+                    parcels_out=d / "p.gpkg", uncertainty_out=d / "map.uncertainty.tif", quicklook=False)
+    a = audit_parcels(s.parcels_path, d / "audit.csv")
+    import pyogrio
+
+    t = pyogrio.read_dataframe(d / "p.gpkg", layer="predictions").dropna(subset=["declared_class", "pred_class"])
+    with open(d / "sample.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["map_class", "reference_class"])
+        w.writerows(zip(t["pred_class"], t["declared_class"]))
+    estimate_areas(s.map_path, d / "sample.csv", d / "areas.csv")
+    return d, s, a
+
+
+def test_report_with_audit_areas_and_uncertainty(tiny_run, tiny_dataset, audited):
+    d, s, a = audited
+    out = write_report(tiny_run, d / "report.html", map_path=s.map_path, audit=a.path, areas=d / "areas.csv",
+                       uncertainty=s.uncertainty_path, data=tiny_dataset)
+    text = out.read_text(encoding="utf-8")
+    for heading in ("<h2>Calibration</h2>", "<h2>Audit</h2>", "Markers per declared class", "<h2>Uncertainty",
+                    "<h2>Areas (stratified estimate"):
+        assert heading in text
+    assert "answered in-sample" in text  # tiny_run has no folds, and the report says so
+    assert "http://" not in text and "https://" not in text.replace("https://www.w3.org", "")  # nothing fetched
+    if a.markers["red"]:
+        assert "NDVI of parcel" in text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium (Debian chromium) not installed")
+def test_report_renders_in_headless_chromium(tiny_run, tiny_dataset, audited, tmp_path):
+    d, s, a = audited
+    out = write_report(tiny_run, tmp_path / "report.html", map_path=s.map_path, audit=a.path, areas=d / "areas.csv",
+                       uncertainty=s.uncertainty_path, data=tiny_dataset)
+    args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*args, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0 and "<h2>Audit</h2>" in dom.stdout and "<h2>Calibration</h2>" in dom.stdout
+    shot = tmp_path / "shot.png"
+    r = subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,3000", out.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG"

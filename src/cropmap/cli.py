@@ -138,7 +138,8 @@ def _export(a: argparse.Namespace, cfg) -> None:
 def _report(a: argparse.Namespace) -> None:
     from .report import write_report
 
-    path = write_report(a.run, a.out, map_path=a.map, overwrite=a.overwrite)
+    path = write_report(a.run, a.out, map_path=a.map, audit=a.audit, areas=a.areas, uncertainty=a.uncertainty,
+                        data=a.data, overwrite=a.overwrite)
     print(f"report {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained HTML)")
 
 
@@ -279,6 +280,11 @@ def commands() -> list[Command]:
         Command("report", "self-contained HTML report of an evaluated run", _report,
                 (arg("--run", type=Path, required=True, help="run folder, after `cropmap evaluate`"),
                  arg("--map", type=Path, help="map from `cropmap predict` to show as a quick-look"),
+                 arg("--audit", type=Path, help="audit CSV from `cropmap audit` (its .json beside it): an audit section "
+                                                "with the red list's NDVI profiles"),
+                 arg("--data", type=Path, help="--audit: dataset for the NDVI profiles (default: the run's own)"),
+                 arg("--areas", type=Path, help="area table from `cropmap areas`"),
+                 arg("--uncertainty", type=Path, help="uncertainty raster from `cropmap predict --uncertainty`"),
                  arg("--out", type=Path, help="HTML file to write (default: RUN/report.html)"),
                  arg("--overwrite", action="store_true", help="replace an existing report"))),
     ]

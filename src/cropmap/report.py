@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -40,12 +41,19 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 
 
 def write_report(run: Path | str, out: Path | str | None = None, *, map_path: Path | str | None = None,
+                 audit: Path | str | None = None, areas: Path | str | None = None,
+                 uncertainty: Path | str | None = None, data: Path | str | None = None,
                  overwrite: bool = False) -> Path:
     """Write the run's HTML report to ``out`` (default ``RUN/report.html``) and return its path.
 
     Needs the run's ``metrics.json`` (``cropmap evaluate``); ``config.yaml``, ``confusion.png`` and
     ``curves.png`` are shown when present (the confusion matrix is re-drawn from the metrics otherwise),
-    and ``map_path``, a map from ``cropmap predict``, adds its quick-look.
+    and ``map_path``, a map from ``cropmap predict``, adds its quick-look. The calibration (ECE and the
+    reliability diagram before and after temperature scaling) is shown when metrics.json has it.
+    ``audit`` (the CSV of ``cropmap audit``) adds an audit section: marker counts, thresholds and error
+    estimates from its JSON summary, and the red list with each parcel's NDVI profile against its declared and
+    predicted classes' median profiles (from ``data``, default the dataset the run was trained on);
+    ``areas`` (``cropmap areas``) the area table, ``uncertainty`` (``predict --uncertainty``) a quick-look.
     """
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
@@ -67,9 +75,18 @@ def write_report(run: Path | str, out: Path | str | None = None, *, map_path: Pa
             from .quicklook import render_quicklook
 
             quicklook = render_quicklook(map_path, Path(tmp) / "quicklook.png")
+        extra = []
+        if metrics.get("calibration"):
+            extra += _calibration_section(metrics["calibration"], Path(tmp) / "reliability.png")
+        if audit is not None:
+            extra += _audit_section(Path(audit), run_dir, data, Path(tmp))
+        if uncertainty is not None:
+            extra += _uncertainty_section(Path(uncertainty), Path(tmp) / "uncertainty.png")
+        if areas is not None:
+            extra += _areas_section(Path(areas))
         page = _page(run_dir, metrics, confusion=confusion, curves=run_dir / "curves.png",
                      config=run_dir / "config.yaml", quicklook=quicklook,
-                     map_path=Path(map_path) if map_path is not None else None)
+                     map_path=Path(map_path) if map_path is not None else None, extra=extra)
     with atomic_path(out) as tmp_out:
         tmp_out.write_text(page, encoding="utf-8")
     return out
@@ -125,7 +142,7 @@ def _training_facts(run_dir: Path) -> list[tuple[str, str]]:
 
 
 def _page(run_dir: Path, m: dict, *, confusion: Path | None, curves: Path, config: Path, quicklook: Path | None,
-          map_path: Path | None) -> str:
+          map_path: Path | None, extra: list[str] | None = None) -> str:
     model, split = m.get("model", "model"), m.get("split", "?")
     facts = [("model", _e(model)), ("parameters", _num(m.get("parameters")) if m.get("parameters") else "–"),
              ("dataset", _e(m.get("dataset", "–"))), ("split", _e(split)),
@@ -160,8 +177,174 @@ def _page(run_dir: Path, m: dict, *, confusion: Path | None, curves: Path, confi
     ]
     if map_path is not None:
         parts += [f"<h2>Map {_e(map_path.name)}</h2>", _img(quicklook, f"quick-look of {map_path.name}")]
+    parts += list(extra or [])
     parts += ["<h2>Training configuration</h2>",
               f"<pre>{_e(config_text)}</pre>" if config_text is not None
               else '<p class="note">config.yaml: not available</p>',
               "</body></html>", ""]
     return "\n".join(parts)
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure  # no pyplot: no global figure state
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _calibration_section(c: dict, png: Path) -> list[str]:
+    """ECE before / after temperature scaling and the reliability diagram."""
+    fig = _figure(5.2, 4.2)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", label="perfect calibration")
+    for key, label, color in (("reliability_before", f"softmax (ECE {c['ece_before']:.3f})", "#d7191c"),
+                              ("reliability_after", f"T = {c['temperature']:.2f} (ECE {c['ece_after']:.3f})",
+                               "#2c7bb6")):
+        pts = [(b["confidence"], b["accuracy"]) for b in c.get(key, []) if b["count"]]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", color=color, label=label)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
+    return ["<h2>Calibration</h2>",
+            f'<p>Temperature {_num(c["temperature"])} (fitted on the {_e(c.get("fitted_on") or "?")} pixels): '
+            f'expected calibration error {_num(c["ece_before"])} before, {_num(c["ece_after"])} after, on this '
+            "split.</p>", _img(png, "reliability diagram before and after temperature scaling")]
+
+
+def _audit_section(audit_csv: Path, run_dir: Path, data: Path | str | None, tmp: Path) -> list[str]:
+    """Marker counts, thresholds and error estimates; the red list with NDVI profiles."""
+    import csv as csv_module
+
+    summary_path = audit_csv.with_suffix(".json")
+    if not audit_csv.exists() or not summary_path.exists():
+        raise CropmapError(f"{audit_csv}: no audit (with its .json summary) there; run `cropmap audit` first")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        with open(audit_csv, newline="", encoding="utf-8") as f:
+            rows = list(csv_module.DictReader(f))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv_module.Error) as e:
+        raise CropmapError(f"{audit_csv}: not a readable audit ({type(e).__name__}: {e})") from None
+    m, th, er = summary.get("markers", {}), summary.get("thresholds", {}), summary.get("errors", {})
+    red = [r for r in rows if r.get("marker") == "red"]
+    parts = ["<h2>Audit</h2>",
+             f"<p>{_num(summary.get('compared'))} declared parcels at the {_e(summary.get('level'))} level, "
+             + ("answered out of fold (each by a model that never saw its declaration)." if summary.get("out_of_fold")
+                else "<b>answered in-sample</b>: the model was trained on these declarations.") + "</p>",
+             '<div class="cards">' + "".join(
+                 f'<div class="card"><div class="v">{_num(m.get(k))}</div><div class="k">{k}</div></div>'
+                 for k in ("red", "orange", "green")) + "</div>",
+             "<table>",
+             f"<tr><th>target red precision</th><td>{_num(th.get('target_precision'), 2)}</td></tr>",
+             f"<tr><th>red: p_declared at most</th><td>{_num(th.get('red_max_p_declared'))}</td></tr>",
+             f"<tr><th>green: p_declared at least</th><td>{_num(th.get('green_min_p_declared'))}</td></tr>",
+             f"<tr><th>expected red precision</th><td>{_num(er.get('expected_red_precision'))}</td></tr>",
+             f"<tr><th>alpha (right declarations flagged red)</th><td>{_num(er.get('alpha'))}</td></tr>",
+             f"<tr><th>beta (wrong declarations not flagged red)</th><td>{_num(er.get('beta'))}</td></tr>",
+             "</table>"]
+    per_class = summary.get("markers_per_declared_class", {})
+    if per_class:
+        parts.append("<h3>Markers per declared class</h3><table><thead><tr><th>declared class</th>"
+                     '<th class="num">red</th><th class="num">orange</th><th class="num">green</th></tr></thead>'
+                     "<tbody>" + "".join(f"<tr><td>{_e(c)}</td>" + "".join(f'<td class="num">{v.get(k, 0)}</td>'
+                                                                          for k in ("red", "orange", "green"))
+                                         + "</tr>" for c, v in per_class.items()) + "</tbody></table>")
+    if red:
+        profiles = _red_profiles(red[:RED_PROFILES], run_dir, data, tmp)
+        parts.append(f"<h3>Red list ({len(red)} parcels{', the first ' + str(RED_PROFILES) if len(red) > RED_PROFILES else ''})</h3>"
+                     '<table><thead><tr><th>rank</th><th>ID_PARCEL</th><th>declared</th><th>predicted</th>'
+                     '<th class="num">p_declared</th><th class="num">p_predicted</th><th class="num">pixels</th>'
+                     "<th>NDVI profile</th></tr></thead><tbody>"
+                     + "".join(f"<tr><td>{_e(r['rank'])}</td><td>{_e(r['ID_PARCEL'])}</td><td>{_e(r['declared'])}</td>"
+                               f"<td>{_e(r['predicted'])}</td><td class=\"num\">{_e(r['p_declared'])}</td>"
+                               f"<td class=\"num\">{_e(r['p_predicted'])}</td><td class=\"num\">{_e(r['n_pixels'])}</td>"
+                               f"<td>{profiles.get(r['ID_PARCEL'], '–')}</td></tr>" for r in red[:RED_PROFILES])
+                     + "</tbody></table>")
+    return parts
+
+
+RED_PROFILES = 30  # red parcels drawn with their NDVI profile in the report
+
+
+def _red_profiles(red: list[dict], run_dir: Path, data: Path | str | None, tmp: Path) -> dict[str, str]:
+    """``{ID_PARCEL: <img>}``: each red parcel's NDVI profile against its declared and predicted classes'
+    median profiles, from the dataset (empty when the dataset is not there)."""
+    from .checkpoint import load_checkpoint
+    from .monitoring.profiles import class_medians, parcel_ndvi_profiles
+
+    if data is None:
+        try:
+            data = load_checkpoint(run_dir).extra.get("dataset")
+        except CropmapError:
+            data = None
+    if not data or not Path(data).exists():
+        return {}
+    from .dataset.store import dataset_info, open_dataset
+
+    ids, doy, prof = parcel_ndvi_profiles(data)
+    table = dataset_info(data).class_table
+    codes = open_dataset(data)["parcel_code"].values.astype(str)
+    names = np.array([table.names[k] if k >= 0 else None for k in (table.class_of(c) for c in codes)], dtype=object)
+    medians = class_medians(prof, names)
+    where = {i: n for n, i in enumerate(ids)}
+    out = {}
+    for r in red:
+        i = where.get(r["ID_PARCEL"])
+        if i is None or np.isnan(prof[i]).all():
+            continue
+        fig = _figure(2.6, 1.4)
+        ax = fig.add_subplot()
+        for cls, color, style in ((r["declared"], "#2c7bb6", "--"), (r["predicted"], "#d7191c", ":")):
+            if cls in medians:
+                ax.plot(doy, medians[cls], color=color, ls=style, lw=1)
+        ax.plot(doy, prof[i], color="#222", lw=1.6)
+        ax.set_ylim(-0.2, 1.0)
+        ax.tick_params(labelsize=6)
+        fig.tight_layout(pad=0.2)
+        png = tmp / f"ndvi_{len(out)}.png"
+        fig.savefig(png)
+        out[r["ID_PARCEL"]] = _img(png, f"NDVI of parcel {r['ID_PARCEL']} (black), median {r['declared']} "
+                                        f"(declared, blue dashed), median {r['predicted']} (predicted, red dotted)")
+    return out
+
+
+def _uncertainty_section(path: Path, png: Path) -> list[str]:
+    """A quick-look of the normalised entropy band of ``predict --uncertainty``."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            scale = max(1, int(np.ceil(max(src.width, src.height) / 1024)))
+            a = src.read(1, out_shape=(max(1, src.height // scale), max(1, src.width // scale))).astype(float)
+    except rasterio.errors.RasterioIOError as e:
+        raise CropmapError(f"{path}: not a readable uncertainty raster ({e})") from None
+    a[a > 100] = np.nan
+    fig = _figure(6, 5)
+    ax = fig.add_subplot()
+    im = ax.imshow(a / 100, cmap="magma", vmin=0, vmax=1)
+    ax.set_axis_off()
+    fig.colorbar(im, ax=ax, fraction=0.04, label="normalised entropy")
+    fig.tight_layout()
+    fig.savefig(png)
+    return [f"<h2>Uncertainty {_e(path.name)}</h2>", _img(png, "normalised entropy of the class probabilities")]
+
+
+def _areas_section(path: Path) -> list[str]:
+    """The table of ``cropmap areas``."""
+    import csv as csv_module
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv_module.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv_module.Error) as e:
+        raise CropmapError(f"{path}: not a readable area table ({e})") from None
+    cols = ("class", "mapped_ha", "sample_units", "estimated_ha", "ci95_ha", "users_accuracy", "producers_accuracy")
+    if rows and any(c not in rows[0] for c in cols):
+        raise CropmapError(f"{path}: not an area table of `cropmap areas` (columns {', '.join(cols)})")
+    return ["<h2>Areas (stratified estimate, Olofsson et al. 2014)</h2><table><thead><tr>"
+            + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{_e(r[c])}</td>" for c in cols) + "</tr>" for r in rows)
+            + "</tbody></table>"]

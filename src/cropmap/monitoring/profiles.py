@@ -1,0 +1,55 @@
+"""Per-parcel NDVI profiles from a built dataset (its gap-filled composites), and each class's median
+profile: what an inspector compares a flagged parcel against (the report's red list)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..dataset.store import dataset_info, open_dataset
+
+PATCHES_PER_READ = 32
+
+
+def parcel_ndvi_profiles(data: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ID_PARCEL [P], day of year [T], mean NDVI [P, T])`` over each parcel's pixels in the dataset's
+    patches (NaN for a parcel with no pixel there), read a few patches at a time."""
+    info = dataset_info(data)
+    ds = open_dataset(data)
+    bands = list(info.bands)
+    red, nir = bands.index("B4"), bands.index("B8")
+    n_parcels = int(ds.sizes.get("parcel", 0))
+    t = int(ds.sizes["time"])
+    total = np.zeros((n_parcels + 1, t))
+    count = np.zeros(n_parcels + 1)
+    n = int(ds.sizes["patch"])
+    for start in range(0, n, PATCHES_PER_READ):
+        idx = slice(start, min(start + PATCHES_PER_READ, n))
+        x = ds["x"].isel(patch=idx, band=[red, nir]).values.astype(np.float64)  # [n, 2, T, P, P] DN
+        parcel = ds["parcel"].isel(patch=idx).values  # [n, P, P]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ndvi = (x[:, 1] - x[:, 0]) / (x[:, 1] + x[:, 0])  # [n, T, P, P]
+        ndvi = np.nan_to_num(ndvi, nan=0.0)
+        sel = parcel > 0
+        pid = parcel[sel]
+        count += np.bincount(pid, minlength=n_parcels + 1)
+        values = ndvi.transpose(0, 2, 3, 1)[sel]  # [m, T]
+        for k in range(t):
+            total[:, k] += np.bincount(pid, weights=values[:, k], minlength=n_parcels + 1)
+    with np.errstate(invalid="ignore"):
+        profiles = total[1:] / count[1:, None]
+    profiles[count[1:] == 0] = np.nan
+    ids = ds["parcel_id"].values.astype(str) if "parcel_id" in ds else np.arange(n_parcels).astype(str)
+    return ids, ds["doy"].values.astype(np.float64), profiles
+
+
+def class_medians(profiles: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
+    """``{class: [T] median profile}`` over the parcels of each class (parcels without pixels left out)."""
+    out = {}
+    ok = ~np.isnan(profiles).all(axis=1)
+    for c in np.unique(classes[ok]):
+        if c is None:
+            continue
+        out[str(c)] = np.nanmedian(profiles[ok & (classes == c)], axis=0)
+    return out
