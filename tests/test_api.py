@@ -28,5 +28,5 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md (Python API)", "exec"), {})
     out = capsys.readouterr().out
-    assert "tempcnn-unet OA" in out and "rf OA" in out and "parcels disagree" in out
+    assert "tempcnn-unet OA" in out and "rf OA" in out and "red parcels (in-sample answers here)" in out
     assert (tmp_path / "work" / "map.tif").exists() and (tmp_path / "work" / "audit.csv").exists()

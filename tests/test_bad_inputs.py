@@ -301,7 +301,7 @@ def test_stale_temporaries_of_a_killed_predict_are_removed(tiny_run, tiny_scene,
     mine.mkdir()
     nc = _scene_netcdf(tiny_scene, _scene_reflectance(tiny_scene), tmp_path / "corner.nc")
     assert main(_predict(tiny_run, nc, out, "--no-quicklook")) == 0
-    assert _files(out) == sorted(["map.tif", mine.name])
+    assert _files(out) == sorted(["map.tif", "map.qml", "map.tif.aux.xml", mine.name])
 
 
 # -- credentials ----------------------------------------------------------------------------------

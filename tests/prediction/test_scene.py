@@ -33,6 +33,8 @@ def shallow_run(tiny_run, tmp_path_factory):
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
     ckpt.model_kwargs, ckpt.state_dict = kwargs, model.state_dict()
+    # new random weights: the tiny run's calibration does not apply to them (temperature 1)
+    ckpt.extra = {k: v for k, v in ckpt.extra.items() if k != "calibration"}
     run = tmp_path_factory.mktemp("shallow") / "run"
     save_checkpoint(run / "model.pt", ckpt)
     return run
@@ -131,7 +133,7 @@ def test_refuses_to_overwrite_and_bad_arguments(tiny_run, tiny_scene, tmp_path):
                     parcels_out=tmp_path / "p.csv")
     with pytest.raises(CropmapError, match="too small"):
         predict_map(tiny_run, tiny_scene.imagery, tmp_path / "x.tif", window=8)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.qml", "map.tif", "map.tif.aux.xml"]  # nothing half-written
 
 
 def test_only_parcels_touching_the_imagery_are_read_and_answered(tiny_run, tiny_scene, tmp_path):
