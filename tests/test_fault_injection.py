@@ -24,7 +24,8 @@ import rasterio
 from cropmap.cli import main
 from cropmap.prediction.parcels import read_parcel_table
 
-OUTPUTS = ("map.tif", "map.confidence.tif", "map.quicklook.png", "pred.gpkg", "pred.parquet")
+OUTPUTS = ("map.tif", "map.confidence.tif", "map.qml", "map.quicklook.png", "map.tif.aux.xml", "pred.gpkg",
+           "pred.parquet")
 START_LIMIT_S = 240  # a loaded 2-core CI machine imports torch and starts predicting well within this
 
 

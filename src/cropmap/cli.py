@@ -58,6 +58,19 @@ def _evaluate(a: argparse.Namespace, cfg) -> None:
     m = evaluate_run(a.run, a.data, out=a.out, **fields(cfg))
     Console(width=None if sys.stdout.isatty() else 160).print(per_class_table(m))  # pipes: no 80-column wrap
     print("\n".join(summary_lines(m)))
+    if cfg.timeliness:
+        import csv
+
+        from .monitoring.timeliness import PASS_F1
+
+        out_dir = a.out or a.run
+        with open(out_dir / "timeliness.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        print("timeliness (" + str(out_dir / "timeliness.csv") + "): " + ", ".join(
+            f"{r['cutoff']} OA {float(r['overall_accuracy']):.3f}" for r in rows))
+        passing = {k[3:]: next((r["cutoff"] for r in rows if r[k] and float(r[k]) >= PASS_F1), None)
+                   for k in rows[0] if k.startswith("f1 ")}
+        print(f"first cut-off with F1 >= {PASS_F1}: " + "; ".join(f"{c} {d or 'never'}" for c, d in passing.items()))
 
 
 def _compare(a: argparse.Namespace) -> None:
@@ -90,7 +103,8 @@ def _predict(a: argparse.Namespace, cfg) -> None:
                     confidence_out=side_path(a.out, "confidence") if cfg.confidence else None,
                     probabilities_out=side_path(a.out, "probabilities") if cfg.probabilities else None,
                     uncertainty_out=side_path(a.out, "uncertainty") if cfg.uncertainty else None,
-                    quicklook=cfg.quicklook, window=cfg.window, overlap=cfg.overlap, overwrite=a.overwrite)
+                    quicklook=cfg.quicklook, window=cfg.window, overlap=cfg.overlap, overwrite=a.overwrite,
+                    until=cfg.until)
     extras = [p for p in (s.confidence_path, s.probabilities_path, s.uncertainty_path, s.quicklook_path,
                           *s.parcels_paths) if p]
     print(f"map {s.map_path} ({s.pixels:,} px, {s.nodata_pixels:,} without observation, "

@@ -102,6 +102,9 @@ class TrainConfig:
     # spectral jitter: each training patch's reflectance is scaled per band by a random gain of this standard
     # deviation around 1 (atmosphere, sensor and soil brightness differ between areas and years); 0: off
     band_jitter: float = 0.0
+    # in-season training: the probability that a training patch is cut at a random date (the steps after it
+    # masked, as `predict --until` masks them), so that one model serves every cut-off; 0: whole seasons
+    cutoff: float = 0.0
     loss: Literal["ce", "focal"] = "ce"  # ce (cross-entropy) or focal (Lin et al. 2017: down-weights easy pixels)
     focal_gamma: float = 2.0  # focal loss exponent (0 gives cross-entropy)
     # loss weights from the train split's label counts: none, inverse, median (median frequency) or effective
@@ -122,7 +125,7 @@ class TrainConfig:
     folds: int = 0
     val_every: int = 1  # validate every this many epochs
     threads: int = 0  # torch CPU threads (0: torch's default)
-    accelerator: Literal["auto", "cpu", "gpu"] = "auto"  # where to train (auto: a GPU if there is one)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"  # where to train (auto: a GPU if there is one)
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"  # auto: bf16-mixed on GPU, 32 on CPU
     devices: int | str = 1  # devices per node (an int, or "auto" for all visible GPUs)
     num_nodes: int = 1  # machines taking part in distributed (DDP) training
@@ -201,6 +204,10 @@ class EvaluateConfig:
 
     split: Literal["train", "val", "test"] = "test"  # the dataset split to score
     batch_size: int = 8  # patches per forward pass
+    # in season: score with only the composite steps that end by this date (YYYY-MM-DD); later steps are masked
+    until: str | None = None
+    # also write timeliness.csv and timeliness.png: the scores at monthly cut-offs across the season
+    timeliness: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,6 +221,9 @@ class PredictConfig:
     # also write <map>.uncertainty.tif: normalised entropy and margin (top-1 minus top-2), in percent
     uncertainty: bool = False
     quicklook: bool = True  # also write <map>.quicklook.png
+    # in season: use only the acquisitions up to this date (YYYY-MM-DD); the steps after it are masked, as for
+    # imagery that ends there (a model trained with cutoff > 0 has seen such seasons)
+    until: str | None = None
     workers: int = 1  # several imagery folders: tiles predicted at once on this machine
     # tcp://host:port of a Dask scheduler to run the tiles on (its workers must see the run, imagery and output)
     dask_address: str | None = None

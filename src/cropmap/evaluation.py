@@ -7,6 +7,7 @@ level, each head's own metrics.
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def read_metrics(run: Path | str) -> dict | None:
 
 
 def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out: Path | str | None = None,
-                 batch_size: int = 8) -> dict:
+                 batch_size: int = 8, until: str | None = None, timeliness: bool = False) -> dict:
     """Metrics of the run's model on ``split``; writes ``metrics.json``, ``confusion.png`` (the dataset's
     level) and ``confusion_<level>.png`` (each coarser level) to ``out`` (default: the run directory).
 
@@ -69,8 +70,37 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     ``metrics_from_confusion``) plus ``level``, ``parcels`` (the same metrics over parcels), ``levels``
     (``{level: {pixel metrics..., parcels: {...}}}`` for each coarser level) and, for a hierarchical
     model, ``heads`` (``{level: pixel metrics}`` of each head's own argmax, before the consistency rule).
+
+    ``until`` (YYYY-MM-DD) scores the model in season: the composite steps that end after that date are
+    masked (``until`` in metrics.json). ``timeliness`` also writes ``timeliness.csv`` and ``timeliness.png``
+    (see :func:`timeliness_table`).
     """
+    metrics = score_split(run, data, split=split, batch_size=batch_size, until=until)
+    ckpt = load_checkpoint(run)
+    table = ckpt.class_table
+    levels = coarser_levels(table)
+    out_dir = Path(out) if out is not None else (Path(run) if Path(run).is_dir() else Path(run).parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / METRICS_NAME) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    for level, (names, _) in levels.items():
+        lm = metrics if level == table.level else metrics["levels"][level]
+        png = out_dir / ("confusion.png" if level == table.level else f"confusion_{level}.png")
+        plot_confusion(np.asarray(lm["confusion_matrix"]), names, png,
+                       title=f"{ckpt.model_name} on {split}, {level} level: OA {lm['overall_accuracy']:.3f}, "
+                             f"mIoU {lm['miou']:.3f}")
+    if timeliness:
+        from .monitoring.timeliness import write_timeliness
+
+        write_timeliness(run, data, out_dir, split=split, batch_size=batch_size)
+    return metrics
+
+
+def score_split(run: Path | str, data: Path | str, *, split: str = "test", batch_size: int = 8,
+                until: str | None = None) -> dict:
+    """The metrics of :func:`evaluate_run`, written nowhere."""
     from .monitoring.folds import FOLDS_NAME
+    from .sources.imagery import parse_date
 
     if (Path(run) / FOLDS_NAME).exists():
         raise CropmapError(f"{run}: a fold run (--folds); its models are audited through `cropmap predict "
@@ -88,12 +118,24 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     cm = np.zeros((k, k), dtype=np.int64)
     head_cms = {lv: np.zeros((n, n), np.int64) for lv, n in zip(hierarchy.levels, hierarchy.sizes)} if hierarchy else {}
     votes = ParcelVotes(int(ds.parcel.max(initial=0)), k)
+    cutoff = parse_date(until)
+    kept = None
+    if cutoff is not None:  # whole steps ending by the cut-off: no acquisition after it reaches the model
+        grid = ckpt.time_grid
+        ends = [grid.start + datetime.timedelta(days=(t + 1) * grid.period_days - 1) for t in range(grid.steps)]
+        kept = torch.tensor([e <= cutoff for e in ends])
+        if not kept.any():
+            raise CropmapError(f"--until {cutoff}: before the end of the first composite step "
+                               f"({ends[0]}); nothing to score")
     temperature = ckpt.temperature
     raw_rel, cal_rel = Reliability(), Reliability()  # the model's softmax, and after temperature scaling
     start = 0
     with torch.inference_mode():
         # unshuffled and unaugmented, so batch i holds patches start..start+B of ds.parcel
         for batch in DataLoader(ds, batch_size=batch_size):
+            if kept is not None:
+                batch["mask"] = batch["mask"] & kept
+                batch["x"][:, :, ~kept] = 0  # as training masks a dropped step
             y = batch["y"].numpy()
             if hierarchy is not None:
                 raw = model.forward_levels(batch["x"], batch["doy"], batch["mask"])
@@ -114,7 +156,8 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     levels = coarser_levels(table)
     metrics = metrics_from_confusion(cm, table.names)
     metrics.update(model=ckpt.model_name, split=split, dataset=str(data), run=str(run),
-                   parameters=int(ckpt.extra.get("parameters", 0)), level=table.level)
+                   parameters=int(ckpt.extra.get("parameters", 0)), level=table.level,
+                   until=None if cutoff is None else cutoff.isoformat())
     metrics["parcels"] = _parcel_metrics(votes, None, table.names)
     before, after = raw_rel.result(), cal_rel.result()
     metrics["calibration"] = {"temperature": temperature, "ece_before": before["ece"], "ece_after": after["ece"],
@@ -130,16 +173,6 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     if hierarchy is not None:
         metrics["heads"] = {lv: metrics_from_confusion(c, names) for (lv, c), names in zip(head_cms.items(), hierarchy.names)}
 
-    out_dir = Path(out) if out is not None else (Path(run) if Path(run).is_dir() else Path(run).parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / METRICS_NAME) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    for level, (names, _) in levels.items():
-        lm = metrics if level == table.level else metrics["levels"][level]
-        png = out_dir / ("confusion.png" if level == table.level else f"confusion_{level}.png")
-        plot_confusion(np.asarray(lm["confusion_matrix"]), names, png,
-                       title=f"{ckpt.model_name} on {split}, {level} level: OA {lm['overall_accuracy']:.3f}, "
-                             f"mIoU {lm['miou']:.3f}")
     return metrics
 
 

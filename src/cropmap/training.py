@@ -211,7 +211,8 @@ def check_config(config: TrainConfig) -> None:
         if getattr(config, name) not in allowed:
             raise CropmapError(f"{name} {getattr(config, name)!r}: expected one of {', '.join(allowed)}")
     numbers = {"lr": (0, None), "weight_decay": (0, None), "focal_gamma": (0, None), "date_dropout": (0, 1),
-               "temporal_crop": (0, 1), "class_weights_beta": (0, 1), "band_jitter": (0, 1)}
+               "temporal_crop": (0, 1), "class_weights_beta": (0, 1), "band_jitter": (0, 1),
+               "cutoff": (0, 1)}
     for name, (lo, hi) in numbers.items():
         v = getattr(config, name)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
@@ -300,7 +301,7 @@ def make_datasets(data: Path | str, config: TrainConfig, splits: tuple[PatchSele
     train_split, val_split = splits or ("train", "val")
     train = PatchDataset(data, train_split, augment=config.augment, crop=config.crop or None,
                          date_dropout=config.date_dropout, temporal_crop=config.temporal_crop,
-                         band_jitter=config.band_jitter)
+                         band_jitter=config.band_jitter, cutoff=config.cutoff)
     return train, PatchDataset(data, val_split)
 
 

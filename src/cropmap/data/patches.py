@@ -60,18 +60,23 @@ class PatchDataset(Dataset):
     In time, ``temporal_crop`` keeps a random window of at least that fraction of the T steps and
     ``date_dropout`` drops each remaining step with that probability, always keeping one: a dropped step
     gets ``mask`` False and ``x`` 0 (the band mean), so items keep one T and no model sees the dropped
-    values, even through a convolution. In the spectrum, ``band_jitter`` scales each band's reflectance
+    values, even through a convolution. With probability ``cutoff`` an item is cut in season: the steps after
+    a step drawn uniformly are masked, so that one model learns every cut-off date. In the spectrum, ``band_jitter`` scales each band's reflectance
     by a gain drawn from N(1, band_jitter) (clipped to [0.5, 1.5]) before standardisation. All draws come
     from torch's generator, which Lightning seeds and DataLoader workers re-seed each; none is made for
     an augmentation that is off.
     """
 
     def __init__(self, path: Path | str, split: "str | PatchSelection", *, augment: bool = False, crop: int | None = None,
-                 date_dropout: float = 0.0, temporal_crop: float = 1.0, band_jitter: float = 0.0) -> None:
+                 date_dropout: float = 0.0, temporal_crop: float = 1.0, band_jitter: float = 0.0,
+                 cutoff: float = 0.0) -> None:
         if not 0 <= date_dropout < 1:
             raise CropmapError(f"date_dropout {date_dropout}: must be in [0, 1)")
         if not 0 <= band_jitter < 1:
             raise CropmapError(f"band_jitter {band_jitter}: must be in [0, 1)")
+        if not 0 <= cutoff <= 1:
+            raise CropmapError(f"cutoff {cutoff}: must be in [0, 1]")
+        self.cutoff = cutoff
         if not 0 < temporal_crop <= 1:
             raise CropmapError(f"temporal_crop {temporal_crop}: must be in (0, 1]")
         info = dataset_info(path)
@@ -129,4 +134,10 @@ class PatchDataset(Dataset):
             if drop.all():  # keep one date, drawn among the candidates
                 drop[int(torch.randint(len(kept), ()))] = False
             mask[kept[drop]] = False
+        if self.cutoff > 0 and float(torch.rand(())) < self.cutoff:
+            last = int(torch.randint(0, t, ()))  # the last step before the cut-off
+            kept = mask.nonzero().squeeze(1)
+            mask[last + 1:] = False
+            if not mask.any():  # the cut fell before every kept step: keep the first of them
+                mask[kept[0]] = True
         return mask

@@ -8,6 +8,7 @@ written block by block, so memory is set by the window size and the strip width 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import tempfile
 import time
@@ -33,7 +34,7 @@ from ..models.protocol import model_traits
 from ..monitoring.folds import read_fold_run
 from ..progress import progress_bar
 from ..sources.geotiff_folder import BANDS, SceneStack
-from ..sources.imagery import open_imagery
+from ..sources.imagery import DatesUpTo, open_imagery, parse_date
 from ..sources.parcels import read_parcels
 from ..styles import category_names_aux, class_map_qml, style_paths
 from .parcels import PARCEL_FORMATS, ParcelStats, parcel_table, write_parcel_table
@@ -78,6 +79,11 @@ class ScenePredictor:
         # windows start on the model's pooling grid, so they see what a whole-scene pass sees
         self.multiple = model_traits(self.model).multiple
         self.temperature = ckpt.temperature
+        # steps after the stack's last acquisition (an in-season cut-off, or imagery that ends early) are
+        # masked, as training masks dropped dates, not filled with the last observation carried forward
+        last = self.grid.step_of(max(stack.dates))
+        kept = torch.arange(self.grid.steps) <= last
+        self.mask = None if bool(kept.all()) else kept[None]
 
     @property
     def num_classes(self) -> int:
@@ -99,12 +105,14 @@ class ScenePredictor:
         np.nan_to_num(v, copy=False, nan=0.0)
         x = torch.from_numpy(np.ascontiguousarray(v.transpose(1, 0, 2, 3)))[None]  # [1, C, T, h, w]
         del comp, v
+        if self.mask is not None:
+            x[:, :, ~self.mask[0]] = 0  # masked steps hold 0 (the band mean), as in training
         return x, has_data
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
         """``[K, h, w]`` calibrated class probabilities: softmax(output / T), T from the checkpoint."""
         with torch.inference_mode():
-            return torch.softmax(self.model(x, self.doy) / self.temperature, dim=1)[0].numpy()
+            return torch.softmax(self.model(x, self.doy, self.mask) / self.temperature, dim=1)[0].numpy()
 
 
 class FoldScenePredictor:
@@ -224,8 +232,8 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
                   confidence_out: Path | str | None = None, probabilities_out: Path | str | None = None,
                   quicklook: bool = True, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
                   keep_scl=None, overwrite: bool = False, show_progress: bool = True,
-                  staging: contextlib.ExitStack | None = None, uncertainty_out: Path | str | None = None
-                  ) -> tuple[PredictSummary, ParcelStats | None]:
+                  staging: contextlib.ExitStack | None = None, uncertainty_out: Path | str | None = None,
+                  until: str | datetime.date | None = None) -> tuple[PredictSummary, ParcelStats | None]:
     """Predict one scene; returns the summary and, with ``parcels``, the parcels' accumulated stats.
 
     Outputs are written under temporary names and renamed when ``staging`` closes (by default, on return),
@@ -246,6 +254,9 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     if ckpt.class_table.num_classes >= NODATA:
         raise CropmapError(f"{run}: {ckpt.class_table.num_classes} classes do not fit a uint8 map")
     stack = open_imagery(imagery)
+    cutoff = parse_date(until)
+    if cutoff is not None:  # in season: the acquisitions up to the cut-off only, as if the imagery ended there
+        stack = DatesUpTo(stack, cutoff)
     if tuple(ckpt.bands) != BANDS:  # readers always give B2, B3, B4, B8: a model of other bands cannot run
         raise CropmapError(f"{ckpt.source or run}: the model's bands {', '.join(ckpt.bands)} differ from the "
                            f"imagery's {', '.join(BANDS)} ({imagery})")
@@ -344,7 +355,8 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
                 parcels_out: Path | str | list | tuple | None = None, confidence_out: Path | str | None = None,
                 probabilities_out: Path | str | None = None, quicklook: bool = True,
                 window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, keep_scl=None,
-                overwrite: bool = False, uncertainty_out: Path | str | None = None) -> PredictSummary:
+                overwrite: bool = False, uncertainty_out: Path | str | None = None,
+                until: str | datetime.date | None = None) -> PredictSummary:
     """Map one scene; with ``parcels`` and ``parcels_out`` (one or more .gpkg / .parquet paths) also
     write each parcel's predicted class at every level of the hierarchy."""
     outs = parcel_outputs(parcels_out)
@@ -356,7 +368,8 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
         summary, stats = predict_scene(run, imagery, out, parcels=parcels if outs else None,
                                        confidence_out=confidence_out, probabilities_out=probabilities_out,
                                        quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
-                                       overwrite=overwrite, staging=staging, uncertainty_out=uncertainty_out)
+                                       overwrite=overwrite, staging=staging, uncertainty_out=uncertainty_out,
+                                       until=until)
         if not outs:
             return summary
         table = run_checkpoint(run).class_table

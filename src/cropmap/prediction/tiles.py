@@ -49,7 +49,8 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
                   parcels: Path | str | None = None, parcels_out=None, confidence: bool = False,
                   probabilities: bool = False, quicklook: bool = True, window: int = DEFAULT_WINDOW,
                   overlap: int = DEFAULT_OVERLAP, keep_scl=None, dask_address: str | None = None,
-                  workers: int = 1, overwrite: bool = False, uncertainty: bool = False) -> TilesSummary:
+                  workers: int = 1, overwrite: bool = False, uncertainty: bool = False,
+                  until: str | None = None) -> TilesSummary:
     """Map every scene folder in ``imageries`` into ``out_dir/<folder name>.tif`` (+ ``.confidence.tif``,
     ``.probabilities.tif``), then ``out_dir/mosaic.vrt``; tiles already mapped are skipped unless
     ``overwrite``."""
@@ -68,7 +69,7 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     opts = dict(parcels=parcels if outs else None, confidence=confidence, probabilities=probabilities,
-                uncertainty=uncertainty,
+                uncertainty=uncertainty, until=until,
                 quicklook=quicklook, window=window, overlap=overlap,
                 keep_scl=tuple(keep_scl) if keep_scl is not None else None, overwrite=overwrite,
                 show_progress=dask_address is None and workers == 1)
@@ -91,7 +92,7 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
 
 def predict_tile(run: Path, imagery: Path, out: Path, *, parcels, confidence: bool, probabilities: bool,
                  quicklook: bool, window: int, overlap: int, keep_scl, overwrite: bool, show_progress: bool,
-                 uncertainty: bool = False) -> tuple[TileResult, ParcelStats | None]:
+                 uncertainty: bool = False, until: str | None = None) -> tuple[TileResult, ParcelStats | None]:
     """One tile; a finished tile (its map, and its parcel stats when asked) is read back, not redone."""
     start = time.perf_counter()
     stats_path = side_path(out, "parcel_stats")
@@ -103,7 +104,7 @@ def predict_tile(run: Path, imagery: Path, out: Path, *, parcels, confidence: bo
         run, imagery, out, parcels=parcels,
         confidence_out=side_path(out, "confidence") if confidence else None,
         probabilities_out=side_path(out, "probabilities") if probabilities else None,
-        uncertainty_out=side_path(out, "uncertainty") if uncertainty else None,
+        uncertainty_out=side_path(out, "uncertainty") if uncertainty else None, until=until,
         quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
         overwrite=True,  # an unfinished tile (map without its stats) is redone whole
         show_progress=show_progress)

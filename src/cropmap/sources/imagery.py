@@ -64,3 +64,36 @@ def open_imagery(path: Path | str) -> ImageryStack:
     raise CropmapError(
         f"{p}: not imagery cropmap reads; expected a folder of per-date GeoTIFFs, a .zarr cube or a .nc NetCDF file"
     )
+
+
+class DatesUpTo:
+    """``stack`` without its acquisitions after ``until``: an in-season view (``predict --until``), the same
+    as imagery that simply ends on that date."""
+
+    def __init__(self, stack: ImageryStack, until: dt.date) -> None:
+        keep = [i for i, d in enumerate(stack.dates) if d <= until]
+        if not keep:
+            first = stack.dates[0] if len(stack.dates) else "none"
+            raise CropmapError(f"{stack.files[0].parent}: no acquisition on or before {until} (first {first})")
+        self._stack, self._keep, self.until = stack, keep, until
+        self.files = tuple(stack.files[i] for i in keep)
+        self.dates = tuple(stack.dates[i] for i in keep)
+
+    def __getattr__(self, name: str):  # crs, transform, width, height, bounds, has_scl, attrs: the stack's own
+        return getattr(self._stack, name)
+
+    def __len__(self) -> int:
+        return len(self._keep)
+
+    def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._stack.read(self._keep[i], window)
+
+
+def parse_date(text: str | dt.date | None, what: str = "--until") -> dt.date | None:
+    """``YYYY-MM-DD`` (or a date) -> date; a bad one is a one-line error."""
+    if text is None or isinstance(text, dt.date):
+        return text
+    try:
+        return dt.date.fromisoformat(str(text))
+    except ValueError:
+        raise CropmapError(f"{what} {text!r}: expected a date YYYY-MM-DD") from None
