@@ -39,6 +39,7 @@ BEFORE = {
                 "--parcels", "--parcels-out", "--probabilities", "--run", "--window", "--workers"],
     "audit": ["--level", "--min-confidence", "--out", "--overwrite", "--parcels"],
     "areas": ["--map", "--reference", "--out", "--overwrite"],  # added after the generation (issue 13)
+    "review": ["--parcels", "--out", "--audit", "--data", "--overwrite"],  # added after it (issue 14)
     "export": ["--format", "--opset", "--out", "--overwrite", "--run"],
     "report": ["--map", "--out", "--overwrite", "--run"],
 }

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 from .cli_options import add_config_options, given, overrides_from
 from .config import (AreasConfig, AuditConfig, BuildConfig, BuildRunConfig, DemoConfig, EvaluateConfig, ExportConfig,
-                     FetchImageryConfig, FetchParcelsConfig, PredictConfig, TrainConfig, config_from, missing_required,
-                     read_config_file)
+                     FetchImageryConfig, FetchParcelsConfig, PredictConfig, ReviewConfig, TrainConfig, config_from,
+                     missing_required, read_config_file)
 from .errors import CropmapError
 
 
@@ -137,6 +137,14 @@ def _areas(a: argparse.Namespace, cfg) -> None:
         if est.sample_units[i] or est.estimated_ha[i]:
             print(f"  {name}: mapped {est.mapped_ha[i]:,.1f} ha, estimated {est.estimated_ha[i]:,.1f} "
                   f"± {est.ci95_ha[i]:,.1f} ha")
+
+
+def _review(a: argparse.Namespace, cfg) -> None:
+    from .monitoring.review import write_review
+
+    s = write_review(a.parcels, a.out, audit=a.audit, data=a.data, overwrite=a.overwrite, **fields(cfg))
+    print(f"review page {a.out}: {s['parcels']:,} parcels, {s['profiles']:,} NDVI profiles, "
+          f"{s['bytes'] / 1e6:.1f} MB, one file, offline")
 
 
 def _export(a: argparse.Namespace, cfg) -> None:
@@ -287,6 +295,14 @@ def commands() -> list[Command]:
                  arg("--out", type=Path, required=True, help="CSV to write"),
                  arg("--overwrite", action="store_true", help="replace an existing CSV")),
                 (AreasConfig,)),
+        Command("review", "one offline HTML page to review parcels: map by marker or class, filters, search, "
+                          "NDVI profile on click", _review,
+                (arg("--parcels", type=Path, required=True, help="per-parcel predictions from `cropmap predict`"),
+                 arg("--out", type=Path, required=True, help="HTML file to write"),
+                 arg("--audit", type=Path, help="audit CSV from `cropmap audit`: the markers"),
+                 arg("--data", type=Path, help="dataset from `cropmap build`: the NDVI profiles"),
+                 arg("--overwrite", action="store_true", help="replace an existing page")),
+                (ReviewConfig,)),
         Command("export", "trained model -> ONNX file with classes, bands and normalisation inside", _export,
                 (run_in, arg("--out", type=Path, required=True, help="model file to write (.onnx)"),
                  arg("--overwrite", action="store_true", help="replace an existing file")),

@@ -243,6 +243,13 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    """``cropmap review``: the offline parcel review page."""
+
+    color: Literal["marker", "class"] = "marker"  # parcels coloured by audit marker or by predicted class
+
+
+@dataclass(frozen=True)
 class AreasConfig:
     """``cropmap areas``: per-class mapped area and its stratified estimate (Olofsson et al. 2014)."""
 
