@@ -142,9 +142,9 @@ def split_report(data: Path) -> dict:
     return report
 
 
-def write_results(out: dict, folder: Path, quick: bool) -> Path:
+def write_results(out: dict, folder: Path, quick: bool, tag: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ("real_patch.quick.json" if quick else "real_patch.json")
+    path = folder / ("real_patch.quick.json" if quick else f"real_patch{tag}.json")
     path.write_text(json.dumps(out, indent=1))
     return path
 
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trees", type=int, default=None, help="random-forest trees (default 500, quick 20)")
     p.add_argument("--models", nargs="*", default=None, help="registered networks (default: tempcnn-pixel tempcnn-unet utae)")
     p.add_argument("--train-args", default="", help="extra `cropmap train` options for the networks, e.g. '--min-steps 1000'")
+    p.add_argument("--timeliness", action="store_true",
+                   help="also `evaluate --timeliness`: scores at monthly cut-offs (timeliness.csv) in the results")
+    p.add_argument("--tag", default="", help="suffix of the results file (real_patch<tag>.json)")
     p.add_argument("--parcels", choices=("blocks", "regions"), default="blocks",
                    help="label regions cut along the patch grid (default) or kept whole")
     p.add_argument("--workdir", type=Path, default=None, help="keep the inputs, datasets and runs here")
@@ -208,16 +211,20 @@ def main(argv: list[str] | None = None) -> int:
                 if args.quick:
                     train += ["--max-steps", "2"]
             t_train = run(train, work / f"train-{name}-{seed}.log")
-            t_eval = run(cli + ["evaluate", "--run", str(rundir), "--data", str(data), "--split", "test"],
+            t_eval = run(cli + ["evaluate", "--run", str(rundir), "--data", str(data), "--split", "test",
+                                *(["--timeliness"] if args.timeliness else [])],
                          work / f"evaluate-{name}-{seed}.log")
             m = json.loads((rundir / "metrics.json").read_text())
             entry["models"][name] = {"oa": m["overall_accuracy"], "macro_f1": m["macro_f1"], "miou": m["miou"],
                                      "pixels": m["pixels"], "train_s": round(t_train, 1), "evaluate_s": round(t_eval, 1),
                                      "per_class_f1": {c["class"]: c["f1"] for c in m["per_class"]}}
+            if args.timeliness:
+                with open(rundir / "timeliness.csv", newline="", encoding="utf-8") as f:
+                    entry["models"][name]["timeliness"] = list(csv.DictReader(f))
             print(f"  {name:<15} OA {m['overall_accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  mIoU {m['miou']:.3f}"
                   f"  (train {t_train:.0f} s)", flush=True)
         out["splits"].append(entry)
-        write_results(out, args.results, args.quick)  # after every seed, so a cut-short run still leaves figures
+        write_results(out, args.results, args.quick, args.tag)  # after every seed, so a cut-short run still leaves figures
 
     keys = ("oa", "macro_f1", "miou")
     out["summary"] = {}
@@ -236,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     out["cpu_s"] = round(cpu_seconds(), 1)
     # on a shared machine wall time is inflated; CPU time (this process and its children) is not
     print(f"wall time {out['wall_s']:.0f} s, CPU time {out['cpu_s']:.0f} s")
-    print(f"results: {write_results(out, args.results, args.quick)}")
+    print(f"results: {write_results(out, args.results, args.quick, args.tag)}")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -73,7 +73,9 @@ def load_rpg_points(folder: Path) -> dict:
     # the dekad starts are labelled; the composite is centred 5 days later
     doy = np.array([(dt.date.fromisoformat(s) + dt.timedelta(days=5)).timetuple().tm_yday for s in d["dates"]])
     y = np.array([keep_names.index(n) for n in label[keep]])
-    return {"x": x, "doy": doy, "y": y, "names": keep_names, "lat": d["lat"][keep], "lon": d["lon"][keep],
+    # the last day of each dekad: a step may be used at a cut-off on or after it
+    ends = [dt.date.fromisoformat(s) + dt.timedelta(days=9) for s in d["dates"]]
+    return {"x": x, "doy": doy, "y": y, "names": keep_names, "lat": d["lat"][keep], "lon": d["lon"][keep], "ends": ends,
             "dropped": int((~keep).sum()), "valid_fraction": float((raw != 65535).mean())}
 
 
@@ -106,11 +108,12 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 def train_network(name: str, x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_classes: int, *, epochs: int,
                   seed: int, batch_size: int = 32, lr: float = 2e-3, date_dropout: float = 0.0,
-                  band_jitter: float = 0.0, mean_over_std: np.ndarray | None = None):
+                  band_jitter: float = 0.0, mean_over_std: np.ndarray | None = None, cutoff: float = 0.0):
     """Train the registry's ``name`` (cropmap's default ModelConfig, dropout 0.2) on series ``[N, T, C]`` fed
     as 1 x 1 images ``[N, C, T, 1, 1]``. ``date_dropout`` and ``band_jitter`` are ``cropmap train``'s
     augmentations (a dropped date: value 0 and mask False; a per-band gain N(1, jitter) on reflectance,
-    which on standardised values ``x`` is ``x g + (g - 1) mean / std``, hence ``mean_over_std [C]``)."""
+    which on standardised values ``x`` is ``x g + (g - 1) mean / std``, hence ``mean_over_std [C]``);
+    ``cutoff`` is ``cropmap train --cutoff``: that share of the series is cut at a random step, the rest masked."""
     import torch
     import torch.nn.functional as F
 
@@ -140,6 +143,14 @@ def train_network(name: str, x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_
                 mask = torch.rand(len(idx), xb.shape[2], generator=gen) >= date_dropout
                 mask[mask.sum(1) == 0, 0] = True  # keep a date
                 xb = xb * mask[:, None, :, None, None]
+            if cutoff > 0:
+                t = xb.shape[2]
+                cut = torch.rand(len(idx), generator=gen) < cutoff
+                last = torch.randint(0, t, (len(idx),), generator=gen)
+                tail = cut[:, None] & (torch.arange(t)[None] > last[:, None])
+                mask = (~tail) if mask is None else (mask & ~tail)
+                mask[mask.sum(1) == 0, 0] = True
+                xb = xb * mask[:, None, :, None, None]
             logits = model(xb, doy_t.expand(len(idx), -1), mask)  # [B, K, 1, 1]
             loss = F.cross_entropy(logits, yt[idx])
             opt.zero_grad()
@@ -150,13 +161,18 @@ def train_network(name: str, x: np.ndarray, y: np.ndarray, doy: np.ndarray, num_
     return model
 
 
-def predict_network(model, x: np.ndarray, doy: np.ndarray) -> np.ndarray:
-    """``[N, K]`` class probabilities of a trained network on series ``[N, T, C]``."""
+def predict_network(model, x: np.ndarray, doy: np.ndarray, kept: np.ndarray | None = None) -> np.ndarray:
+    """``[N, K]`` class probabilities of a trained network on series ``[N, T, C]``; ``kept [T]`` (a cut-off):
+    the other steps are masked and zeroed, as ``cropmap evaluate --until`` does."""
     import torch
 
     xt = torch.from_numpy(x).permute(0, 2, 1)[..., None, None].contiguous()
+    mask = None
+    if kept is not None and not kept.all():
+        mask = torch.as_tensor(kept)[None].expand(len(x), -1)
+        xt = xt * mask[:, None, :, None, None]
     with torch.no_grad():
-        logits = model(xt, torch.as_tensor(doy, dtype=torch.float32).expand(len(x), -1), None)
+        logits = model(xt, torch.as_tensor(doy, dtype=torch.float32).expand(len(x), -1), mask)
     return torch.softmax(logits[:, :, 0, 0], 1).numpy()
 
 
@@ -177,8 +193,9 @@ def scores(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
 
 
 def fit_all(args: argparse.Namespace, xtr, ytr, xte, yte, doy, names, seed: int,
-            mean_over_std: np.ndarray) -> dict[str, dict]:
-    """Every network and the random forest on one train/test part with one seed: name -> scores."""
+            mean_over_std: np.ndarray, ends: list | None = None) -> dict[str, dict]:
+    """Every network and the random forest on one train/test part with one seed: name -> scores (with
+    ``--timeliness`` and step end dates ``ends``, the networks' scores at monthly cut-offs too)."""
     out = {}
     for name in args.models:
         prob = 0
@@ -186,9 +203,19 @@ def fit_all(args: argparse.Namespace, xtr, ytr, xte, yte, doy, names, seed: int,
             model = train_network(name, xtr, ytr, doy, len(names), epochs=args.epochs,
                                   seed=seed if member == 0 else seed * 1000 + member,
                                   date_dropout=args.date_dropout, band_jitter=args.band_jitter,
-                                  mean_over_std=mean_over_std)
+                                  mean_over_std=mean_over_std, cutoff=args.cutoff)
             prob = prob + predict_network(model, xte, doy)
         out[name] = scores(yte, np.asarray(prob).argmax(1), names)
+        if args.timeliness and ends is not None:  # the last member's model at each month's end
+            from cropmap.monitoring.timeliness import monthly_cutoffs
+
+            rows = []
+            for cut in monthly_cutoffs(ends[0], ends[-1]):
+                kept = np.array([e <= cut for e in ends])
+                if kept.any():
+                    rows.append({"cutoff": cut.isoformat(),
+                                 **scores(yte, predict_network(model, xte, doy, kept).argmax(1), names)})
+            out[name]["timeliness"] = rows
     out["random-forest"] = scores(yte, random_forest(xtr, ytr, xte, trees=args.trees, seed=seed), names)
     return out
 
@@ -218,7 +245,8 @@ def run_rpg_points(args: argparse.Namespace) -> dict:
         assert not set(groups[tr]) & set(groups[te])
         xtr, xte, ratio = standardise(x[tr], x[te])
         for seed in range(args.seeds):
-            for m, r in fit_all(args, xtr, y[tr], xte, y[te], data["doy"], names, seed, ratio).items():
+            for m, r in fit_all(args, xtr, y[tr], xte, y[te], data["doy"], names, seed, ratio,
+                                data["ends"]).items():
                 runs[m].append({**r, "fold": k, "seed": seed})
             print(f"  fold {k} seed {seed}: {len(tr)} train / {len(te)} test points; OA / macro-F1 " + ", ".join(
                 f"{m} {runs[m][-1]['oa']:.3f} / {runs[m][-1]['macro_f1']:.3f}" for m in runs), flush=True)
@@ -254,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=None, help=f"networks (default {' '.join(NETWORKS)})")
     p.add_argument("--date-dropout", type=float, default=0.0, help="networks: date dropout (cropmap train's)")
     p.add_argument("--band-jitter", type=float, default=0.0, help="networks: per-band gain jitter (cropmap train's)")
+    p.add_argument("--cutoff", type=float, default=0.0, help="networks: in-season training (cropmap train --cutoff)")
+    p.add_argument("--timeliness", action="store_true",
+                   help="fr-rpg-points: the networks' scores at monthly cut-offs too (cropmap evaluate --timeliness)")
     p.add_argument("--ensemble", type=int, default=1, help="networks: members per run, probabilities averaged")
     p.add_argument("--tag", default="", help="suffix of the results file (a recipe trial), e.g. --tag=-aug")
     p.add_argument("--block-deg", type=float, default=0.1, help="fr-rpg-points: spatial block size in degrees")

@@ -189,3 +189,13 @@ def test_report_renders_in_headless_chromium(tiny_run, tiny_dataset, audited, tm
     r = subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,3000", out.as_uri()],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_shows_timeliness_and_links_the_review_page(run_copy, tiny_dataset, tmp_path):
+    from cropmap.evaluation import evaluate_run
+
+    evaluate_run(run_copy, tiny_dataset, split="test", timeliness=True)
+    assert (run_copy / "timeliness.csv").exists() and (run_copy / "timeliness.png").read_bytes()[:4] == b"\x89PNG"
+    (run_copy.parent / "review.html").write_text("<html></html>")
+    page = write_report(run_copy, run_copy / "r.html", review=run_copy.parent / "review.html").read_text()
+    assert "<h2>Timeliness</h2>" in page and '<a href="../review.html">review.html</a>' in page

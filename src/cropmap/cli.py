@@ -161,7 +161,7 @@ def _report(a: argparse.Namespace) -> None:
     from .report import write_report
 
     path = write_report(a.run, a.out, map_path=a.map, audit=a.audit, areas=a.areas, uncertainty=a.uncertainty,
-                        data=a.data, overwrite=a.overwrite)
+                        data=a.data, review=a.review, overwrite=a.overwrite)
     print(f"report {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained HTML)")
 
 
@@ -315,6 +315,7 @@ def commands() -> list[Command]:
                  arg("--data", type=Path, help="--audit: dataset for the NDVI profiles (default: the run's own)"),
                  arg("--areas", type=Path, help="area table from `cropmap areas`"),
                  arg("--uncertainty", type=Path, help="uncertainty raster from `cropmap predict --uncertainty`"),
+                 arg("--review", type=Path, help="review page from `cropmap review`, linked from the report"),
                  arg("--out", type=Path, help="HTML file to write (default: RUN/report.html)"),
                  arg("--overwrite", action="store_true", help="replace an existing report"))),
     ]

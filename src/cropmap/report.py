@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -43,7 +44,7 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 def write_report(run: Path | str, out: Path | str | None = None, *, map_path: Path | str | None = None,
                  audit: Path | str | None = None, areas: Path | str | None = None,
                  uncertainty: Path | str | None = None, data: Path | str | None = None,
-                 overwrite: bool = False) -> Path:
+                 review: Path | str | None = None, overwrite: bool = False) -> Path:
     """Write the run's HTML report to ``out`` (default ``RUN/report.html``) and return its path.
 
     Needs the run's ``metrics.json`` (``cropmap evaluate``); ``config.yaml``, ``confusion.png`` and
@@ -53,7 +54,9 @@ def write_report(run: Path | str, out: Path | str | None = None, *, map_path: Pa
     ``audit`` (the CSV of ``cropmap audit``) adds an audit section: marker counts, thresholds and error
     estimates from its JSON summary, and the red list with each parcel's NDVI profile against its declared and
     predicted classes' median profiles (from ``data``, default the dataset the run was trained on);
-    ``areas`` (``cropmap areas``) the area table, ``uncertainty`` (``predict --uncertainty``) a quick-look.
+    ``areas`` (``cropmap areas``) the area table, ``uncertainty`` (``predict --uncertainty``) a quick-look,
+    ``review`` (``cropmap review``) a link to the review page; the run's ``timeliness.png`` (``evaluate
+    --timeliness``) is shown when present.
     """
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
@@ -78,6 +81,14 @@ def write_report(run: Path | str, out: Path | str | None = None, *, map_path: Pa
         extra = []
         if metrics.get("calibration"):
             extra += _calibration_section(metrics["calibration"], Path(tmp) / "reliability.png")
+        if (run_dir / "timeliness.png").exists():
+            extra += ["<h2>Timeliness</h2>",
+                      '<p class="note">Scores with the acquisitions up to each monthly cut-off (timeliness.csv); '
+                      "dotted: the whole season.</p>", _img(run_dir / "timeliness.png", "scores against the cut-off")]
+        if review is not None:
+            rel = os.path.relpath(Path(review).resolve(), out.resolve().parent)
+            extra += ["<h2>Parcel review</h2>", f'<p><a href="{_e(Path(rel).as_posix())}">{_e(Path(review).name)}</a>: '
+                      "the parcels on a map, by marker, with each parcel's NDVI profile (offline, one file).</p>"]
         if audit is not None:
             extra += _audit_section(Path(audit), run_dir, data, Path(tmp))
         if uncertainty is not None:
