@@ -42,10 +42,11 @@ def parcels(n: int, seed: int = 0) -> gpd.GeoDataFrame:
     wrong = rng.random(n) < 0.05
     predicted = np.where(wrong, rng.choice(CLASSES, n), declared)
     p_decl = np.where(wrong, rng.uniform(0, 0.3, n), rng.uniform(0.6, 1, n))
+    p_pred = np.maximum(p_decl, rng.uniform(0.5, 1, n))
     return gpd.GeoDataFrame({
         "ID_PARCEL": [str(10_000_000 + i) for i in range(n)], "CODE_CULTU": ["BTH"] * n,
         "SURF_PARC": np.round(rng.uniform(0.5, 10, n), 2), "declared_class": declared, "pred_class": predicted,
-        "p_declared": p_decl, "p_predicted": np.maximum(p_decl, rng.uniform(0.5, 1, n)),
+        "p_declared": p_decl, "p_predicted": p_pred, "confidence": p_pred, "agreement": p_pred,
         "agrees": pd.array(predicted == declared, dtype="boolean"), "n_pixels": rng.integers(20, 1000, n),
         "level": "group", "fold": rng.integers(0, 5, n)}, geometry=geoms, crs="EPSG:2154")
 
