@@ -75,8 +75,18 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     masked (``until`` in metrics.json). ``timeliness`` also writes ``timeliness.csv`` and ``timeliness.png``
     (see :func:`timeliness_table`).
     """
-    metrics = score_split(run, data, split=split, batch_size=batch_size, until=until)
-    ckpt = load_checkpoint(run)
+    from .monitoring.folds import read_fold_run
+
+    fold_run = read_fold_run(run)
+    if fold_run is not None:
+        if timeliness:
+            raise CropmapError(f"{run}: --timeliness scores one model; give a fold: --run {Path(run) / 'fold_0'}")
+        metrics = score_out_of_fold(fold_run, data, batch_size=batch_size, until=until)
+        ckpt = fold_run.checkpoints[0]
+        split = metrics["split"]
+    else:
+        metrics = score_split(run, data, split=split, batch_size=batch_size, until=until)
+        ckpt = load_checkpoint(run)
     table = ckpt.class_table
     levels = coarser_levels(table)
     out_dir = Path(out) if out is not None else (Path(run) if Path(run).is_dir() else Path(run).parent)
@@ -96,21 +106,68 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     return metrics
 
 
-def score_split(run: Path | str, data: Path | str, *, split: str = "test", batch_size: int = 8,
+def score_out_of_fold(fold_run, data: Path | str, *, batch_size: int = 8, until: str | None = None) -> dict:
+    """A fold run's cross-validated metrics: each fold model scored on the fold it never saw, the
+    confusion matrices (pixels, parcels, every level) and reliability bins summed over the folds."""
+    from .metrics import metrics_from_confusion as from_cm
+    from .monitoring.folds import plan_folds
+
+    plan_info = json.loads((fold_run.path / "folds.json").read_text(encoding="utf-8"))
+    if Path(plan_info["dataset"]).resolve() != Path(data).resolve():
+        raise CropmapError(f"{fold_run.path}: trained on {plan_info['dataset']}, not {data}: out-of-fold scores "
+                           "need the folds' own dataset")
+    plan = plan_folds(data, int(plan_info["folds"]), int(plan_info["seed"]))
+    parts = [score_split(fold_run.path / r, data, split=plan.roles(i)["test"], batch_size=batch_size, until=until)
+             for i, r in enumerate(plan_info["runs"])]
+    first = parts[0]
+    names = first["class_names"]
+
+    def pooled(get, labels):
+        return from_cm(np.sum([np.asarray(get(m)["confusion_matrix"]) for m in parts], axis=0), labels)
+
+    metrics = pooled(lambda m: m, names)
+    metrics.update({k: first[k] for k in ("model", "dataset", "parameters", "level", "until")},
+                   run=str(fold_run.path), split=f"out of fold ({len(parts)} folds)",
+                   folds=[{"fold": i, "overall_accuracy": m["overall_accuracy"], "miou": m["miou"],
+                           "macro_f1": m["macro_f1"], "pixels": m["pixels"]} for i, m in enumerate(parts)])
+    metrics["parcels"] = pooled(lambda m: m["parcels"], names)
+    metrics["parcels"]["parcels"] = metrics["parcels"].pop("pixels")
+    metrics["levels"] = {}
+    for level, lm in first["levels"].items():
+        metrics["levels"][level] = pooled(lambda m: m["levels"][level], lm["class_names"])
+        metrics["levels"][level]["parcels"] = pooled(lambda m: m["levels"][level]["parcels"], lm["class_names"])
+        metrics["levels"][level]["parcels"]["parcels"] = metrics["levels"][level]["parcels"].pop("pixels")
+    cal = {}
+    for key in ("reliability_before", "reliability_after"):
+        bins = []
+        for b, group in enumerate(zip(*[m["calibration"][key] for m in parts])):
+            n = sum(g["count"] for g in group)
+            mean = (lambda f: None if n == 0 else sum(g["count"] * (g[f] or 0) for g in group) / n)
+            bins.append({"low": group[0]["low"], "high": group[0]["high"], "count": n,
+                         "confidence": mean("confidence"), "accuracy": mean("accuracy")})
+        cal[key] = bins
+    ece = lambda bins: sum(abs(b["confidence"] - b["accuracy"]) * b["count"] for b in bins if b["count"]) / max(
+        sum(b["count"] for b in bins), 1)
+    metrics["calibration"] = {"temperature": None, "ece_before": ece(cal["reliability_before"]),
+                              "ece_after": ece(cal["reliability_after"]), "fitted_on": "each fold's val fold", **cal}
+    return metrics
+
+
+def score_split(run: Path | str, data: Path | str, *, split="test", batch_size: int = 8,
                 until: str | None = None) -> dict:
-    """The metrics of :func:`evaluate_run`, written nowhere."""
+    """The metrics of :func:`evaluate_run`, written nowhere; ``split`` a split name or a
+    :class:`~cropmap.data.patches.PatchSelection`."""
     from .monitoring.folds import FOLDS_NAME
     from .sources.imagery import parse_date
 
     if (Path(run) / FOLDS_NAME).exists():
-        raise CropmapError(f"{run}: a fold run (--folds); its models are audited through `cropmap predict "
-                           f"--parcels-out` and `cropmap audit`, or evaluated one by one: --run {Path(run) / 'fold_0'}")
+        raise CropmapError(f"{run}: a fold run (--folds): score it with evaluate_run (out of fold)")
     ckpt = load_checkpoint(run)
     info = dataset_info(data)
     check_compatible(ckpt, info, run)
     ds = PatchDataset(data, split)
     if len(ds) == 0:
-        raise CropmapError(f"{data}: no patch in split {split!r}")
+        raise CropmapError(f"{data}: no patch in split {getattr(split, 'name', split)!r}")
     model = ckpt.build()
     table = ckpt.class_table
     k = table.num_classes
@@ -155,7 +212,7 @@ def score_split(run: Path | str, data: Path | str, *, split: str = "test", batch
 
     levels = coarser_levels(table)
     metrics = metrics_from_confusion(cm, table.names)
-    metrics.update(model=ckpt.model_name, split=split, dataset=str(data), run=str(run),
+    metrics.update(model=ckpt.model_name, split=getattr(split, "name", split), dataset=str(data), run=str(run),
                    parameters=int(ckpt.extra.get("parameters", 0)), level=table.level,
                    until=None if cutoff is None else cutoff.isoformat())
     metrics["parcels"] = _parcel_metrics(votes, None, table.names)
@@ -203,7 +260,8 @@ def summary_lines(metrics: dict) -> list[str]:
                      f"macro-F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}")
     c = metrics.get("calibration")
     if c:
-        lines.append(f"calibration: temperature {c['temperature']:.3f} (fitted on {c['fitted_on'] or 'no'} pixels): "
+        t = "per fold" if c["temperature"] is None else f"{c['temperature']:.3f}"
+        lines.append(f"calibration: temperature {t} (fitted on {c['fitted_on'] or 'no'} pixels): "
                      f"ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f} on {metrics['split']}")
     return lines
 

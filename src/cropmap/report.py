@@ -208,7 +208,8 @@ def _calibration_section(c: dict, png: Path) -> list[str]:
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", label="perfect calibration")
     for key, label, color in (("reliability_before", f"softmax (ECE {c['ece_before']:.3f})", "#d7191c"),
-                              ("reliability_after", f"T = {c['temperature']:.2f} (ECE {c['ece_after']:.3f})",
+                              ("reliability_after", ("T per fold" if c["temperature"] is None else
+                                                     f"T = {c['temperature']:.2f}") + f" (ECE {c['ece_after']:.3f})",
                                "#2c7bb6")):
         pts = [(b["confidence"], b["accuracy"]) for b in c.get(key, []) if b["count"]]
         if pts:
@@ -221,7 +222,7 @@ def _calibration_section(c: dict, png: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(png)
     return ["<h2>Calibration</h2>",
-            f'<p>Temperature {_num(c["temperature"])} (fitted on the {_e(c.get("fitted_on") or "?")} pixels): '
+            f'<p>Temperature {_num(c["temperature"]) if c["temperature"] is not None else "one per fold"} (fitted on the {_e(c.get("fitted_on") or "?")} pixels): '
             f'expected calibration error {_num(c["ece_before"])} before, {_num(c["ece_after"])} after, on this '
             "split.</p>", _img(png, "reliability diagram before and after temperature scaling")]
 

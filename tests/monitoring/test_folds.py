@@ -110,3 +110,18 @@ def test_areas_from_out_of_fold_parcels(fold_run, tiny_scene, tmp_path, capsys):
     assert main(["areas", "--map", str(tmp_path / "in.tif"), "--reference", str(tmp_path / "in.gpkg"),
                  "--out", str(tmp_path / "a2.csv")]) == 2
     assert "no out-of-fold parcel" in capsys.readouterr().err
+
+
+def test_evaluate_a_fold_run_out_of_fold(fold_run, tiny_dataset, tmp_path):
+    """Each fold model on the fold it never saw; the pooled confusion sums the folds'."""
+    from cropmap.evaluation import evaluate_run, score_split
+
+    m = evaluate_run(fold_run, tiny_dataset, out=tmp_path)
+    plan = plan_folds(tiny_dataset, 3, seed=0)
+    parts = [score_split(fold_run / f"fold_{i}", tiny_dataset, split=plan.roles(i)["test"]) for i in range(3)]
+    assert m["pixels"] == sum(p["pixels"] for p in parts)
+    assert np.array_equal(np.asarray(m["confusion_matrix"]), np.sum([p["confusion_matrix"] for p in parts], axis=0))
+    assert m["split"] == "out of fold (3 folds)" and [f["fold"] for f in m["folds"]] == [0, 1, 2]
+    assert (tmp_path / "metrics.json").exists() and m["calibration"]["temperature"] is None
+    with pytest.raises(CropmapError, match="not .*out-of-fold scores need the folds' own dataset"):
+        evaluate_run(fold_run, tmp_path / "other.zarr", out=tmp_path)
