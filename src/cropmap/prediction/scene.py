@@ -38,6 +38,7 @@ from ..sources.imagery import DatesUpTo, open_imagery, parse_date
 from ..sources.parcels import read_parcels
 from ..styles import category_names_aux, class_map_qml, style_paths
 from .parcels import PARCEL_FORMATS, ParcelStats, parcel_table, write_parcel_table
+from .resume import ResumeState, file_facts, fingerprint
 from .rasters import (NODATA, StreamedRaster, describe_class_map, describe_percent_raster, to_percent)
 from .windows import plan_context, receptive_radius, stream_probabilities
 
@@ -277,6 +278,14 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     def staged(final: Path) -> Path:  # renamed into place when ``stage`` closes, in reverse order of staging
         return stage.enter_context(atomic_path(final, overwrite=overwrite))  # also clears a killed run's temps
 
+    # what makes this run's outputs: an interrupted run of the same is resumed from its last finished block
+    key = fingerprint(version=__import__("cropmap").__version__, run=file_facts(run), imagery=file_facts(imagery),
+                      dates=[str(d) for d in stack.dates], window=window, overlap=overlap, context=context,
+                      keep=list(keep), outputs=[p is not None for p in (conf_out, prob_out, unc_out)],
+                      parcels=file_facts(parcels) if parcels is not None else None)
+    resume = ResumeState(out, key, overwrite)
+    stage.enter_context(resume.removed_on_success())  # entered first: left last, once every output is in place
+
     # GDAL's block cache would otherwise grow to 5 % of RAM with every block read and written
     with own, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         map_tmp = staged(out)  # staged first: renamed last
@@ -285,7 +294,7 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
         with tempfile.TemporaryDirectory(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent) as tmpdir:
             tmp = Path(tmpdir)
             _stream_scene(stack, predictor, tmp, map_tmp, conf_tmp, prob_tmp, window, overlap, context, gdf, stats,
-                          class_pixels, show_progress, unc_tmp)
+                          class_pixels, show_progress, unc_tmp, resume)
         if look_tmp is not None:
             from ..quicklook import render_quicklook
 
@@ -302,10 +311,12 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
 
 def _stream_scene(stack, predictor: ScenePredictor, tmp: Path, map_out: Path, conf_out: Path | None,
                   prob_out: Path | None, window: int, overlap: int, context: int, gdf, stats: ParcelStats | None,
-                  class_pixels: np.ndarray, show_progress: bool, unc_out: Path | None = None) -> None:
+                  class_pixels: np.ndarray, show_progress: bool, unc_out: Path | None = None,
+                  resume: ResumeState | None = None) -> None:
     """Predict the scene window by window, streamed into ``tmp`` and finished as COGs at ``map_out`` (and
     ``conf_out``, ``prob_out``); adds each block's pixels per class to ``class_pixels`` and, with
-    ``stats``, its parcels' votes."""
+    ``stats``, its parcels' votes. With ``resume``, the blocks an interrupted run finished are replayed from
+    disk and each new one is recorded (see :mod:`cropmap.prediction.resume`)."""
     ckpt, k = predictor.ckpt, predictor.num_classes
     grid = dict(width=stack.width, height=stack.height, crs=stack.crs, transform=stack.transform)
     rasters = {"map": StreamedRaster(map_out, tmp / "map.tif", grid, 1, resampling="mode")}
@@ -327,22 +338,36 @@ def _stream_scene(stack, predictor: ScenePredictor, tmp: Path, map_out: Path, co
         bar = (progress_bar("predicting", stack.height * stack.width, unit="px") if show_progress
                else contextlib.nullcontext(lambda n=1: None))
         with bar as advance:
+            start = resume.done if resume is not None else 0
+            if start:  # an interrupted run's finished blocks, as they were written
+                for row0, col0, arrays in resume.blocks():
+                    for name, values in arrays.items():
+                        rasters[name].write(row0, col0, values)
+                    advance(arrays["map"].size)
+                class_pixels[:] = resume.class_pixels
+                saved = resume.stats()
+                if stats is not None and saved is not None:
+                    stats.votes[:], stats.prob_sum[:] = saved.votes, saved.prob_sum
             for row0, col0, prob, has in stream_probabilities(
                     predictor, stack.height, stack.width, k, window=window, overlap=overlap, context=context,
-                    multiple=predictor.multiple):
+                    multiple=predictor.multiple, start_block=start):
                 cls = prob.argmax(axis=0).astype(np.uint8)
                 cls[~has] = NODATA
-                rasters["map"].write(row0, col0, cls)
+                arrays = {"map": cls}
                 if conf_out:
-                    rasters["conf"].write(row0, col0, to_percent(prob.max(axis=0), has))
+                    arrays["conf"] = to_percent(prob.max(axis=0), has)
                 if prob_out:
-                    rasters["prob"].write(row0, col0, to_percent(prob, has))
+                    arrays["prob"] = to_percent(prob, has)
                 if unc_out:
-                    rasters["unc"].write(row0, col0, to_percent(uncertainty(prob), has))
+                    arrays["unc"] = to_percent(uncertainty(prob), has)
+                for name, values in arrays.items():
+                    rasters[name].write(row0, col0, values)
                 class_pixels += np.bincount(cls[has], minlength=k)
                 if stats is not None:
                     block = Window(col0, row0, has.shape[1], has.shape[0])
                     stats.add_band(gdf, rasterio.windows.transform(block, stack.transform), prob, has)
+                if resume is not None:
+                    resume.save_block(row0, col0, arrays, class_pixels, stats)
                 advance(cls.size)
         for r in rasters.values():
             r.finish()

@@ -139,9 +139,13 @@ def column_strips(cols: list[tuple[int, int]], width: int, max_width: int) -> li
 
 def stream_probabilities(predict: WindowPredictor, height: int, width: int, num_classes: int, *,
                          window: int, overlap: int, context: int, multiple: int = 1, max_strip: int = 4096,
-                         ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+                         start_block: int = 0) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Yield ``(row0, col0, probabilities [K, rows, cols], has_data [rows, cols])`` blocks covering the
-    scene once, strip by strip (at most ``max_strip`` px wide), top to bottom; each block is final."""
+    scene once, strip by strip (at most ``max_strip`` px wide), top to bottom; each block is final.
+
+    ``start_block`` resumes a run that yielded that many blocks: the blocks before it are not yielded, and
+    of their windows only the rows that reach into the first block yielded are computed again (the one
+    window row before it, unless the overlap exceeds half a window), so its values are bit-identical."""
     stride = (window - overlap) // multiple * multiple
     if overlap < 2 * context + 1 or stride <= 0:
         raise ValueError(f"window {window} with overlap {overlap} leaves no room to blend "
@@ -151,7 +155,15 @@ def stream_probabilities(predict: WindowPredictor, height: int, width: int, num_
     band = max(size for _, size in rows)
     row_weights = [blend_ramp(r, h, height, overlap, context) for r, h in rows]
     col_weights = [blend_ramp(c, w, width, overlap, context) for c, w in cols]
+    block = -1
     for first, last, own_lo, own_hi in column_strips(cols, width, max_strip):
+        if block + len(rows) < start_block:  # the whole strip was done
+            block += len(rows)
+            continue
+        resume_row = start_block - block - 1  # the strip's row to yield from (0: all of them)
+        # rows before it whose windows reach into it are computed again, without being yielded
+        recompute_from = min([j for j in range(max(resume_row, 0)) if rows[j][0] + rows[j][1] > rows[resume_row][0]]
+                             + [max(resume_row, 0)]) if resume_row > 0 else 0
         x0 = cols[first][0]
         span = cols[last][0] + cols[last][1] - x0
         acc = np.zeros((num_classes, band, span), dtype=np.float32)
@@ -159,6 +171,9 @@ def stream_probabilities(predict: WindowPredictor, height: int, width: int, num_
         seen = np.zeros((band, span), dtype=bool)
         own = slice(own_lo - x0, own_hi - x0)
         for i, (r, h) in enumerate(rows):
+            block += 1
+            if i < recompute_from:
+                continue
             wy = row_weights[i]
             for j in range(first, last + 1):
                 (c, w), wx = cols[j], col_weights[j]
@@ -168,9 +183,10 @@ def stream_probabilities(predict: WindowPredictor, height: int, width: int, num_
                 wsum[:h, c - x0 : c - x0 + w] += weight
                 seen[:h, c - x0 : c - x0 + w] |= has
             done = (rows[i + 1][0] if i + 1 < len(rows) else height) - r  # rows no later window touches
-            block = acc[:, :done, own]
-            block /= wsum[None, :done, own]  # in place: the consumer is done with it before we go on
-            yield r, own_lo, block, seen[:done, own].copy()
+            if i >= resume_row:
+                values = acc[:, :done, own]
+                values /= wsum[None, :done, own]  # in place: the consumer is done with it before we go on
+                yield r, own_lo, values, seen[:done, own].copy()
             # slide the band down to the next window row
             keep = band - done
             acc[:, :keep] = acc[:, done:].copy()
