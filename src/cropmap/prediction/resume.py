@@ -102,6 +102,12 @@ class ResumeState:
 
     @contextlib.contextmanager
     def removed_on_success(self) -> Iterator[None]:
-        """Remove the folder when the block exits without an error (the outputs are then in place)."""
-        yield
+        """Remove the folder when the block exits without an error (the outputs are then in place), or
+        with one before any block was finished (nothing to resume: a refused input leaves nothing)."""
+        try:
+            yield
+        except BaseException:
+            if self.done == 0:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         shutil.rmtree(self.dir, ignore_errors=True)
