@@ -226,7 +226,8 @@ ALIASES = {"period-days": ("--period",)}
 EXTRA = {"bbox": dict(metavar=("XMIN", "YMIN", "XMAX", "YMAX")), "departement": dict(metavar="CODE"),
          "levels": dict(metavar="LEVEL"), "level-weights": dict(metavar="W"), "keep-scl": dict(metavar="SCL"),
          "block-size": dict(metavar="PX"), "block": dict(metavar="PX"), "min-pixels": dict(metavar="N"),
-         "split-fractions": dict(metavar=("TRAIN", "VAL", "TEST"))}
+         "split-fractions": dict(metavar=("TRAIN", "VAL", "TEST")), "until": dict(metavar="YYYY-MM-DD"),
+         "start": dict(metavar="YYYY-MM-DD"), "end": dict(metavar="YYYY-MM-DD"), "folds": dict(metavar="K")}
 
 
 def commands() -> list[Command]:
