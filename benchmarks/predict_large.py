@@ -7,7 +7,8 @@ when the area doubles.
 The scene is written once per size under --workdir (36 per-date GeoTIFFs, B2 B3 B4 B8 SCL, fields of
 random crop curves with cloud patches); the model is the default seed configuration with random weights
 (speed and memory do not depend on the weights). Each prediction runs in its own process, so its
-peak RSS is its own.
+peak RSS is its own. "model px/s" is the model alone on six of the scene's windows, composited beforehand,
+and "share" end-to-end px/s over it.
 """
 
 from __future__ import annotations
@@ -89,7 +90,27 @@ def child(run: str, imagery: str, out: str, window: int) -> None:
 
     tune_allocator()
     s = predict_map(run, imagery, out, window=window, quicklook=False, overwrite=True)
-    print(json.dumps({"pixels": s.pixels, "seconds": s.seconds}))
+    print(json.dumps({"pixels": s.pixels, "seconds": s.seconds, **model_only(run, imagery, window)}))
+
+
+def model_only(run: str, imagery: str, window: int, n: int = 6) -> dict:
+    """The model alone on ``n`` of the scene's windows (their inputs composited beforehand): px/s."""
+    from rasterio.windows import Window
+
+    from cropmap.checkpoint import load_checkpoint
+    from cropmap.prediction.scene import ScenePredictor
+    from cropmap.sources.imagery import open_imagery
+
+    pred = ScenePredictor(load_checkpoint(run), open_imagery(imagery))
+    size = min(window, pred.stack.width, pred.stack.height)
+    wins = [Window(i * size % max(pred.stack.width - size, 1), 0, size, size) for i in range(n + 1)]
+    inputs = [pred.inputs(w)[0] for w in wins]
+    pred.probabilities(inputs[0])  # warm-up
+    t0 = time.perf_counter()
+    for x in inputs[1:]:
+        pred.probabilities(x)
+    secs = time.perf_counter() - t0
+    return {"model_px_per_s": n * size * size / secs}
 
 
 def measure(run: Path, imagery: Path, out: Path, window: int) -> dict:
@@ -118,7 +139,8 @@ def main() -> None:
     n = a.size
     shapes = [(n, n)] + ([] if a.no_double else [(2 * n, n), (n, 2 * n)])  # (height, width)
     run = write_checkpoint(a.workdir / "run")
-    print(f"{'scene (h x w)':>14} {'T':>3} {'Mpx':>7} {'seconds':>8} {'px/s':>8} {'peak RSS GB':>11}")
+    print(f"{'scene (h x w)':>14} {'T':>3} {'Mpx':>7} {'seconds':>8} {'px/s':>8} {'model px/s':>10} {'share':>6} "
+          f"{'peak RSS GB':>11}")
     base_rss = None
     for h, w in shapes:
         t0 = time.perf_counter()
@@ -129,8 +151,10 @@ def main() -> None:
         rss = r["peak_rss_gb"]
         base_rss = base_rss or rss
         growth = f" (+{100 * (rss / base_rss - 1):.1f} %)" if (h, w) != shapes[0] else ""
+        e2e = h * w / r["seconds"]
         print(f"{f'{h} x {w}':>14} {a.dates:>3} {h * w / 1e6:>7.1f} {r['seconds']:>8.0f} "
-              f"{h * w / r['seconds']:>8,.0f} {rss:>11.2f}{growth}   (scene written in {gen:.0f} s)", flush=True)
+              f"{e2e:>8,.0f} {r['model_px_per_s']:>10,.0f} {e2e / r['model_px_per_s']:>6.0%} "
+              f"{rss:>11.2f}{growth}   (scene written in {gen:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,8 @@ def test_resumes_after_a_kill_and_gives_the_same_bytes(forest, tiny_scene, unint
     monkeypatch.setattr(ResumeState, "save_block", save)
 
     windows = []
-    call = ScenePredictor.__call__
-    monkeypatch.setattr(ScenePredictor, "__call__", lambda self, win: windows.append(win) or call(self, win))
+    call = ScenePredictor.inputs
+    monkeypatch.setattr(ScenePredictor, "inputs", lambda self, win: windows.append(win) or call(self, win))
     _predict(forest, tiny_scene, tmp_path)
     assert _files(tmp_path) == uninterrupted  # every output, byte for byte
     assert not partial_dir(tmp_path / "map.tif").exists()
@@ -82,9 +82,38 @@ def test_other_inputs_or_overwrite_start_again(forest, tiny_scene, tmp_path, mon
         _predict(forest, tiny_scene, tmp_path)
     monkeypatch.setattr(ResumeState, "save_block", save)
     windows = []
-    call = ScenePredictor.__call__
-    monkeypatch.setattr(ScenePredictor, "__call__", lambda self, win: windows.append(win) or call(self, win))
+    call = ScenePredictor.inputs
+    monkeypatch.setattr(ScenePredictor, "inputs", lambda self, win: windows.append(win) or call(self, win))
     # another window geometry is another run: nothing is reused
     predict_map(forest, tiny_scene.imagery, tmp_path / "map.tif", window=48, overlap=16, quicklook=False)
     assert "resuming" not in caplog.text and not partial_dir(tmp_path / "map.tif").exists()
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="the reader thread needs a second core")
+def test_reading_ahead_on_a_spare_core_gives_the_same_bytes(forest, tiny_scene, tmp_path, monkeypatch):
+    """With a core left by torch, the next window is read and composited on a thread while the model runs;
+    the outputs are those of the one-after-the-other run."""
+    import os
+
+    import torch
+
+    import concurrent.futures as cf
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        used = []
+        pool = cf.ThreadPoolExecutor  # pipelined() imports it when it reads ahead
+        monkeypatch.setattr(cf, "ThreadPoolExecutor", lambda *a, **k: used.append(1) or pool(*a, **k))
+        (tmp_path / "ahead").mkdir()
+        _predict(forest, tiny_scene, tmp_path / "ahead")
+        assert used  # the reader thread ran
+        monkeypatch.setattr(os, "cpu_count", lambda: 1)  # no spare core: one window after the other
+        (tmp_path / "seq").mkdir()
+        used.clear()
+        _predict(forest, tiny_scene, tmp_path / "seq")
+        assert not used
+    finally:
+        torch.set_num_threads(threads)
+    assert _files(tmp_path / "ahead") == _files(tmp_path / "seq")

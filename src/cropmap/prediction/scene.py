@@ -133,15 +133,24 @@ class FoldScenePredictor:
         return self.ckpt.class_table.num_classes
 
     def __call__(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
-        x, has_data = self.parts[0].inputs(win)  # one composite: the folds share the dataset's normalisation
+        staged, has_data = self.inputs(win)
+        return self.probabilities(staged), has_data
+
+    def inputs(self, win: Window):
+        """One composite for every fold model (they share the dataset's normalisation)."""
+        x, has_data = self.parts[0].inputs(win)
+        return (x, win, has_data.shape), has_data
+
+    def probabilities(self, staged) -> np.ndarray:
+        x, win, shape = staged
         probs = [p.probabilities(x) for p in self.parts]
         out = np.mean(probs, axis=0)
         if self.fold is not None and (self.fold >= 0).any():
-            fold_px = self.pixel_folds(win, has_data.shape)
+            fold_px = self.pixel_folds(win, shape)
             for f, prob in enumerate(probs):
                 where = fold_px == f
                 out[:, where] = prob[:, where]
-        return out, has_data
+        return out
 
     def pixel_folds(self, win: Window, shape: tuple[int, int]) -> np.ndarray:
         """``[h, w]`` fold of the parcel under each pixel of ``win`` (-1: none, or not a labelled parcel)."""
