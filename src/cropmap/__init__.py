@@ -32,6 +32,7 @@ API = {
     "write_report": ("cropmap.report", "write_report"),  # cropmap report
     "export_onnx": ("cropmap.export", "export_onnx"),  # cropmap export
     "estimate_areas": ("cropmap.monitoring.areas", "estimate_areas"),  # cropmap areas
+    "write_review": ("cropmap.monitoring.review", "write_review"),  # cropmap review
     "fetch_parcels": ("cropmap.sources.rpg", "fetch_parcels"),  # cropmap fetch-parcels
     "fetch_imagery": ("cropmap.sources.fetch", "fetch_imagery"),  # cropmap fetch-imagery
     "run_demo": ("cropmap.demo.run", "run_demo"),  # cropmap demo
