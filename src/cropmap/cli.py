@@ -61,15 +61,14 @@ def _evaluate(a: argparse.Namespace, cfg) -> None:
     if cfg.timeliness:
         import csv
 
-        from .monitoring.timeliness import PASS_F1
+        from .monitoring.timeliness import PASS_F1, first_passing
 
         out_dir = a.out or a.run
         with open(out_dir / "timeliness.csv", newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         print("timeliness (" + str(out_dir / "timeliness.csv") + "): " + ", ".join(
             f"{r['cutoff']} OA {float(r['overall_accuracy']):.3f}" for r in rows))
-        passing = {k[3:]: next((r["cutoff"] for r in rows if r[k] and float(r[k]) >= PASS_F1), None)
-                   for k in rows[0] if k.startswith("f1 ")}
+        passing = first_passing(rows, PASS_F1)
         print(f"first cut-off with F1 >= {PASS_F1}: " + "; ".join(f"{c} {d or 'never'}" for c, d in passing.items()))
 
 

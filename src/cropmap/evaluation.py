@@ -75,14 +75,14 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     masked (``until`` in metrics.json). ``timeliness`` also writes ``timeliness.csv`` and ``timeliness.png``
     (see :func:`timeliness_table`).
     """
-    from .monitoring.folds import read_fold_run
+    from .monitoring.folds import read_fold_index
 
-    fold_run = read_fold_run(run)
-    if fold_run is not None:
+    index = read_fold_index(run)
+    if index is not None:
         if timeliness:
             raise CropmapError(f"{run}: --timeliness scores one model; give a fold: --run {Path(run) / 'fold_0'}")
-        metrics = score_out_of_fold(fold_run, data, batch_size=batch_size, until=until)
-        ckpt = fold_run.checkpoints[0]
+        metrics = score_out_of_fold(index, data, batch_size=batch_size, until=until)
+        ckpt = load_checkpoint(index.path / index.runs[0])
         split = metrics["split"]
     else:
         metrics = score_split(run, data, split=split, batch_size=batch_size, until=until)
@@ -106,19 +106,18 @@ def evaluate_run(run: Path | str, data: Path | str, *, split: str = "test", out:
     return metrics
 
 
-def score_out_of_fold(fold_run, data: Path | str, *, batch_size: int = 8, until: str | None = None) -> dict:
+def score_out_of_fold(index, data: Path | str, *, batch_size: int = 8, until: str | None = None) -> dict:
     """A fold run's cross-validated metrics: each fold model scored on the fold it never saw, the
     confusion matrices (pixels, parcels, every level) and reliability bins summed over the folds."""
     from .metrics import metrics_from_confusion as from_cm
     from .monitoring.folds import plan_folds
 
-    plan_info = json.loads((fold_run.path / "folds.json").read_text(encoding="utf-8"))
-    if Path(plan_info["dataset"]).resolve() != Path(data).resolve():
-        raise CropmapError(f"{fold_run.path}: trained on {plan_info['dataset']}, not {data}: out-of-fold scores "
+    if Path(index.dataset).resolve() != Path(data).resolve():
+        raise CropmapError(f"{index.path}: trained on {index.dataset}, not {data}: out-of-fold scores "
                            "need the folds' own dataset")
-    plan = plan_folds(data, int(plan_info["folds"]), int(plan_info["seed"]))
-    parts = [score_split(fold_run.path / r, data, split=plan.roles(i)["test"], batch_size=batch_size, until=until)
-             for i, r in enumerate(plan_info["runs"])]
+    plan = plan_folds(data, index.folds, index.seed)
+    parts = [score_split(index.path / r, data, split=plan.roles(i)["test"], batch_size=batch_size, until=until)
+             for i, r in enumerate(index.runs)]
     first = parts[0]
     names = first["class_names"]
 
@@ -127,7 +126,7 @@ def score_out_of_fold(fold_run, data: Path | str, *, batch_size: int = 8, until:
 
     metrics = pooled(lambda m: m, names)
     metrics.update({k: first[k] for k in ("model", "dataset", "parameters", "level", "until")},
-                   run=str(fold_run.path), split=f"out of fold ({len(parts)} folds)",
+                   run=str(index.path), split=f"out of fold ({len(parts)} folds)",
                    folds=[{"fold": i, "overall_accuracy": m["overall_accuracy"], "miou": m["miou"],
                            "macro_f1": m["macro_f1"], "pixels": m["pixels"]} for i, m in enumerate(parts)])
     metrics["parcels"] = pooled(lambda m: m["parcels"], names)
@@ -137,19 +136,11 @@ def score_out_of_fold(fold_run, data: Path | str, *, batch_size: int = 8, until:
         metrics["levels"][level] = pooled(lambda m: m["levels"][level], lm["class_names"])
         metrics["levels"][level]["parcels"] = pooled(lambda m: m["levels"][level]["parcels"], lm["class_names"])
         metrics["levels"][level]["parcels"]["parcels"] = metrics["levels"][level]["parcels"].pop("pixels")
-    cal = {}
-    for key in ("reliability_before", "reliability_after"):
-        bins = []
-        for b, group in enumerate(zip(*[m["calibration"][key] for m in parts])):
-            n = sum(g["count"] for g in group)
-            mean = (lambda f: None if n == 0 else sum(g["count"] * (g[f] or 0) for g in group) / n)
-            bins.append({"low": group[0]["low"], "high": group[0]["high"], "count": n,
-                         "confidence": mean("confidence"), "accuracy": mean("accuracy")})
-        cal[key] = bins
-    ece = lambda bins: sum(abs(b["confidence"] - b["accuracy"]) * b["count"] for b in bins if b["count"]) / max(
-        sum(b["count"] for b in bins), 1)
-    metrics["calibration"] = {"temperature": None, "ece_before": ece(cal["reliability_before"]),
-                              "ece_after": ece(cal["reliability_after"]), "fitted_on": "each fold's val fold", **cal}
+    before, after = (Reliability.pooled([m["calibration"][key] for m in parts]).result()
+                     for key in ("reliability_before", "reliability_after"))
+    metrics["calibration"] = {"temperature": None, "ece_before": before["ece"], "ece_after": after["ece"],
+                              "fitted_on": "each fold's val fold", "reliability_before": before["bins"],
+                              "reliability_after": after["bins"]}
     return metrics
 
 

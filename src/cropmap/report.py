@@ -221,8 +221,9 @@ def _calibration_section(c: dict, png: Path) -> list[str]:
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(png)
+    temperature = _num(c["temperature"]) if c["temperature"] is not None else "one per fold"
     return ["<h2>Calibration</h2>",
-            f'<p>Temperature {_num(c["temperature"]) if c["temperature"] is not None else "one per fold"} (fitted on the {_e(c.get("fitted_on") or "?")} pixels): '
+            f'<p>Temperature {temperature} (fitted on the {_e(c.get("fitted_on") or "?")} pixels): '
             f'expected calibration error {_num(c["ece_before"])} before, {_num(c["ece_after"])} after, on this '
             "split.</p>", _img(png, "reliability diagram before and after temperature scaling")]
 
@@ -266,7 +267,8 @@ def _audit_section(audit_csv: Path, run_dir: Path, data: Path | str | None, tmp:
                                          + "</tr>" for c, v in per_class.items()) + "</tbody></table>")
     if red:
         profiles = _red_profiles(red[:RED_PROFILES], run_dir, data, tmp)
-        parts.append(f"<h3>Red list ({len(red)} parcels{', the first ' + str(RED_PROFILES) if len(red) > RED_PROFILES else ''})</h3>"
+        first = f", the first {RED_PROFILES}" if len(red) > RED_PROFILES else ""
+        parts.append(f"<h3>Red list ({len(red)} parcels{first})</h3>"
                      '<table><thead><tr><th>rank</th><th>ID_PARCEL</th><th>declared</th><th>predicted</th>'
                      '<th class="num">p_declared</th><th class="num">p_predicted</th><th class="num">pixels</th>'
                      "<th>NDVI profile</th></tr></thead><tbody>"
@@ -285,7 +287,7 @@ def _red_profiles(red: list[dict], run_dir: Path, data: Path | str | None, tmp: 
     """``{ID_PARCEL: <img>}``: each red parcel's NDVI profile against its declared and predicted classes'
     median profiles, from the dataset (empty when the dataset is not there)."""
     from .checkpoint import load_checkpoint
-    from .monitoring.profiles import class_medians, parcel_ndvi_profiles
+    from .monitoring.profiles import dataset_profiles
 
     if data is None:
         try:
@@ -294,13 +296,7 @@ def _red_profiles(red: list[dict], run_dir: Path, data: Path | str | None, tmp: 
             data = None
     if not data or not Path(data).exists():
         return {}
-    from .dataset.store import dataset_info, open_dataset
-
-    ids, doy, prof = parcel_ndvi_profiles(data)
-    table = dataset_info(data).class_table
-    codes = open_dataset(data)["parcel_code"].values.astype(str)
-    names = np.array([table.names[k] if k >= 0 else None for k in (table.class_of(c) for c in codes)], dtype=object)
-    medians = class_medians(prof, names)
+    ids, doy, prof, medians = dataset_profiles(data)
     where = {i: n for n, i in enumerate(ids)}
     out = {}
     for r in red:

@@ -69,14 +69,17 @@ def stratified_estimate(counts: np.ndarray, mapped_ha: np.ndarray, classes, z: f
                         float(np.trace(p)), n_i.astype(np.int64))
 
 
-def mapped_areas(map_path: Path | str, num_classes: int) -> tuple[np.ndarray, list[str]]:
+def mapped_areas(map_path: Path | str) -> tuple[np.ndarray, list[str]]:
     """``[K]`` hectares per class of a cropmap class map (read by blocks) and its class names."""
     map_path = Path(map_path)
     try:
         with rasterio.open(map_path) as src:
-            names = json.loads(src.tags().get("CLASS_NAMES", "null")) or [str(i) for i in range(num_classes)]
+            names = json.loads(src.tags().get("CLASS_NAMES", "null"))
+            if not names:
+                raise CropmapError(f"{map_path}: not a cropmap class map (no CLASS_NAMES tag; write it with "
+                                   "`cropmap predict`)")
             px_ha = abs(src.transform.a * src.transform.e) / 1e4
-            counts = np.zeros(max(num_classes, len(names)), np.int64)
+            counts = np.zeros(len(names), np.int64)
             for _, win in src.block_windows(1):
                 a = src.read(1, window=win)
                 a = a[a < len(counts)]
@@ -124,9 +127,9 @@ def estimate_areas(map_path: Path | str, reference: Path | str, out: Path | str,
     reference sample; returns the estimate and what the sample is."""
     out = Path(out)
     refuse_existing(out, overwrite=overwrite)
-    mapped, names = mapped_areas(map_path, 0)
+    mapped, names = mapped_areas(map_path)
     counts, what = sample_counts(reference, names)
-    est = stratified_estimate(counts, mapped[: len(names)], names, z)
+    est = stratified_estimate(counts, mapped, names, z)
     total = est.mapped_ha.sum()
     fmt = lambda v, d=4: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
     with atomic_path(out, overwrite=overwrite) as tmp:

@@ -70,6 +70,17 @@ class Reliability:
         self.conf_sum += np.bincount(which, weights=conf, minlength=bins)
         self.right_sum += np.bincount(which, weights=right.astype(np.float64), minlength=bins)
 
+    @classmethod
+    def pooled(cls, parts: list[list[dict]]) -> "Reliability":
+        """The bins of several :meth:`result` lists (same edges) summed, e.g. one per fold."""
+        r = cls(len(parts[0]))
+        for bins in parts:
+            for i, b in enumerate(bins):
+                r.count[i] += b["count"]
+                r.conf_sum[i] += b["count"] * (b["confidence"] or 0.0)
+                r.right_sum[i] += b["count"] * (b["accuracy"] or 0.0)
+        return r
+
     def result(self) -> dict:
         """``{ece, bins: [{low, high, count, confidence, accuracy}]}``."""
         n = max(int(self.count.sum()), 1)
@@ -87,10 +98,9 @@ def reliability(prob: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> d
     return r.result()
 
 
-def held_out_logits(model: torch.nn.Module, dataset, max_pixels: int = MAX_PIXELS, seed: int = 0,
-                    batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def held_out_logits(model: torch.nn.Module, dataset, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits [N, K], labels [N])`` of the labelled pixels of ``dataset`` (a PatchDataset, unaugmented)
-    under ``model`` in eval mode; at most ``max_pixels``, a seeded random subset beyond."""
+    under ``model`` in eval mode."""
     from torch.utils.data import DataLoader
 
     from ..data.collate import pad_collate
@@ -106,17 +116,13 @@ def held_out_logits(model: torch.nn.Module, dataset, max_pixels: int = MAX_PIXEL
             ys.append(y[sel])
     if not zs:
         return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
-    z, y = torch.cat(zs), torch.cat(ys).long()
-    if len(y) > max_pixels:
-        keep = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(y), max_pixels, replace=False)))
-        z, y = z[keep], y[keep]
-    return z, y
+    return torch.cat(zs), torch.cat(ys).long()
 
 
 def calibrate(model: torch.nn.Module, dataset, seed: int = 0) -> dict:
     """Fit T on ``dataset``'s labelled pixels; ``{temperature, ece_before, ece_after, pixels, split}``."""
-    z, y = held_out_logits(model, dataset, seed=seed)
-    return calibration_of(z, y, dataset.split)
+    z, y = held_out_logits(model, dataset)
+    return calibration_of(z, y, dataset.split, seed=seed)
 
 
 def calibration_of(z: torch.Tensor, y: torch.Tensor, split: str, seed: int = 0) -> dict:

@@ -79,11 +79,15 @@ def plan_folds(data: Path | str, k: int, seed: int = 0) -> FoldPlan:
 
 
 @dataclass(frozen=True)
-class FoldRun:
-    """A run folder trained with ``--folds``: its fold checkpoints, in fold order, and each parcel's fold."""
+class FoldIndex:
+    """A fold run's ``folds.json``: its fold folders, in fold order, the plan (folds, seed, dataset) and each
+    training parcel's fold; read without loading a model."""
 
     path: Path
-    checkpoints: tuple[Checkpoint, ...]
+    runs: tuple[str, ...]
+    folds: int
+    seed: int
+    dataset: str
     parcel_fold: dict[str, int]
 
     def fold_of(self, ids) -> np.ndarray:
@@ -91,29 +95,54 @@ class FoldRun:
         return np.array([self.parcel_fold.get(str(i), -1) for i in ids], dtype=np.int16)
 
 
-def read_fold_run(run: Path | str) -> FoldRun | None:
-    """The fold run at ``run`` (a folder with ``folds.json``); None for a plain run."""
+@dataclass(frozen=True)
+class FoldRun:
+    """A fold run with its fold checkpoints loaded, in fold order."""
+
+    index: FoldIndex
+    checkpoints: tuple[Checkpoint, ...]
+
+    @property
+    def path(self) -> Path:
+        return self.index.path
+
+    def fold_of(self, ids) -> np.ndarray:
+        return self.index.fold_of(ids)
+
+
+def read_fold_index(run: Path | str) -> FoldIndex | None:
+    """The fold index of the run at ``run`` (a folder with ``folds.json``, every fold trained); None for a
+    plain run."""
     run = Path(run)
     path = run / FOLDS_NAME
     if not run.is_dir() or not path.exists():
         return None
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
-        runs, parcels = plan["runs"], plan["parcels"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        index = FoldIndex(run, tuple(plan["runs"]), int(plan["folds"]), int(plan["seed"]), str(plan["dataset"]),
+                          {str(k): int(v) for k, v in plan["parcels"].items()})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise CropmapError(f"{path}: not a readable fold plan ({type(e).__name__}: {e})") from None
-    missing = [r for r in runs if not (run / r / CHECKPOINT_NAME).exists()]
+    missing = [r for r in index.runs if not (run / r / CHECKPOINT_NAME).exists()]
     if missing:
         raise CropmapError(f"{run}: fold(s) {', '.join(missing)} not trained (rerun `cropmap train --folds "
-                           f"{len(runs)} --resume` on it)")
-    ckpts = tuple(load_checkpoint(run / r) for r in runs)
+                           f"{len(index.runs)} --resume` on it)")
+    return index
+
+
+def read_fold_run(run: Path | str) -> FoldRun | None:
+    """The fold run at ``run`` with its checkpoints (checked to share one dataset); None for a plain run."""
+    index = read_fold_index(run)
+    if index is None:
+        return None
+    ckpts = tuple(load_checkpoint(index.path / r) for r in index.runs)
     first = ckpts[0]
-    for r, c in zip(runs[1:], ckpts[1:]):
+    for r, c in zip(index.runs[1:], ckpts[1:]):
         if (c.class_table.names != first.class_table.names or c.time_grid != first.time_grid
                 or tuple(c.bands) != tuple(first.bands) or not np.allclose(c.norm_mean, first.norm_mean)):
-            raise CropmapError(f"{run / r}: not trained on the same dataset as {runs[0]} (classes, time grid, "
-                               "bands or normalisation differ)")
-    return FoldRun(run, ckpts, {str(k): int(v) for k, v in parcels.items()})
+            raise CropmapError(f"{index.path / r}: not trained on the same dataset as {index.runs[0]} (classes, "
+                               "time grid, bands or normalisation differ)")
+    return FoldRun(index, ckpts)
 
 
 def train_folds(data: Path | str, out: Path | str, config, *, overwrite: bool = False, resume: bool = False,

@@ -58,3 +58,13 @@ def class_medians(profiles: np.ndarray, classes: np.ndarray) -> dict[str, np.nda
             continue
         out[str(c)] = np.nanmedian(profiles[ok & (classes == c)], axis=0)
     return out
+
+
+def dataset_profiles(data: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``(ID_PARCEL [P], day of year [T], NDVI [P, T], {class: median [T]})``: every parcel's profile and each
+    class's median over the parcels declared as it (the dataset's class table)."""
+    ids, doy, profiles = parcel_ndvi_profiles(data)
+    table = dataset_info(data).class_table
+    codes = open_dataset(data)["parcel_code"].values.astype(str)
+    names = np.array([table.names[k] if k >= 0 else None for k in (table.class_of(c) for c in codes)], dtype=object)
+    return ids, doy, profiles, class_medians(profiles, names)

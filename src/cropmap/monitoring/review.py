@@ -52,7 +52,7 @@ def write_review(parcels: Path | str, out: Path | str, *, audit: Path | str | No
         color = "class"  # no markers without an audit
     x0, y0, x1, y1 = gdf.total_bounds
     paths = [_svg_path(g.simplify(SIMPLIFY_M, preserve_topology=True), x0, y1) for g in gdf.geometry]
-    profiles, medians, doy = _profiles(data, ids, gdf) if data is not None else ({}, {}, [])
+    profiles, medians, doy = _profiles(data, ids) if data is not None else ({}, {}, [])
 
     def col(name, digits=None):
         if name not in gdf:
@@ -103,19 +103,14 @@ def _class_color(i: int) -> str:
     return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
 
 
-def _profiles(data, ids, gdf):
-    from ..dataset.store import dataset_info
-    from .profiles import class_medians, parcel_ndvi_profiles
+def _profiles(data, ids):
+    """The page's profiles (of ``ids``), class medians and days, rounded for the page's JSON."""
+    from .profiles import dataset_profiles
 
-    pid, doy, prof = parcel_ndvi_profiles(data)
-    table = dataset_info(data).class_table
+    pid, doy, prof, class_median = dataset_profiles(data)
     where = {i: n for n, i in enumerate(pid)}
-    from ..dataset.store import open_dataset
-
-    codes = open_dataset(data)["parcel_code"].values.astype(str)
-    names = np.array([table.names[k] if k >= 0 else None for k in (table.class_of(c) for c in codes)], dtype=object)
     medians = {c: [round(float(v), PROFILE_DIGITS) if not np.isnan(v) else None for v in m]
-               for c, m in class_medians(prof, names).items()}
+               for c, m in class_median.items()}
     profiles = {}
     for i in ids:
         n = where.get(i)

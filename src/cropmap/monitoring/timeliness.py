@@ -9,7 +9,6 @@ import csv
 import datetime as dt
 from pathlib import Path
 
-import numpy as np
 
 from ..atomic import atomic_path
 from ..checkpoint import load_checkpoint
@@ -47,10 +46,12 @@ def timeliness_table(run: Path | str, data: Path | str, *, split: str = "test", 
 
 
 def first_passing(rows: list[dict], threshold: float = PASS_F1) -> dict[str, str | None]:
-    """``{class: first cut-off whose F1 is at least threshold (None: never)}``."""
+    """``{class: first cut-off whose F1 is at least threshold (None: never)}``; F1 values as numbers, or as
+    the strings of timeliness.csv ("" for none)."""
     out = {}
     for key in (k for k in rows[0] if k.startswith("f1 ")):
-        out[key[3:]] = next((r["cutoff"] for r in rows if r[key] is not None and r[key] >= threshold), None)
+        out[key[3:]] = next((r["cutoff"] for r in rows if r[key] not in (None, "") and float(r[key]) >= threshold),
+                            None)
     return out
 
 
@@ -86,8 +87,3 @@ def write_timeliness(run: Path | str, data: Path | str, out_dir: Path | str, *, 
         fig.savefig(tmp, format="png")
     return csv_path, png
 
-
-def monotone_share(rows: list[dict], key: str = "overall_accuracy") -> float:
-    """Share of consecutive cut-offs where ``key`` does not fall (a diagnostic, not a guarantee)."""
-    v = np.array([r[key] for r in rows])
-    return float((np.diff(v) >= 0).mean()) if len(v) > 1 else 1.0

@@ -31,7 +31,7 @@ from ..dataset.timegrid import TimeGrid
 from ..errors import CropmapError
 from ..models.fold import fold_batchnorm
 from ..models.protocol import model_traits
-from ..monitoring.folds import read_fold_run
+from ..monitoring.folds import read_fold_index, read_fold_run
 from ..progress import progress_bar
 from ..sources.geotiff_folder import BANDS, SceneStack
 from ..sources.imagery import DatesUpTo, open_imagery, parse_date
@@ -168,8 +168,8 @@ class FoldScenePredictor:
 def run_checkpoint(run: Path | str) -> Checkpoint:
     """The checkpoint whose classes, bands and preprocessing a run's outputs follow: its ``model.pt``, or
     the first fold's for a fold run (the folds share them)."""
-    fold_run = read_fold_run(run)
-    return fold_run.checkpoints[0] if fold_run else load_checkpoint(run)
+    index = read_fold_index(run)
+    return load_checkpoint(index.path / index.runs[0] if index else run)
 
 
 def answer_parcels(gdf: gpd.GeoDataFrame, stats: ParcelStats, table, run: Path | str) -> gpd.GeoDataFrame:
@@ -177,10 +177,10 @@ def answer_parcels(gdf: gpd.GeoDataFrame, stats: ParcelStats, table, run: Path |
     answered the parcel (-1: the mean of the fold models, for parcels not labelled in training; or a run
     without folds, whose answers are in-sample for its training parcels). A fold run's parcel probabilities
     are calibrated on its out-of-fold parcels."""
-    fold_run = read_fold_run(run)
-    fold = fold_run.fold_of(gdf["ID_PARCEL"]) if fold_run is not None and "ID_PARCEL" in gdf else \
+    index = read_fold_index(run)  # the parcels' folds only: no checkpoint is loaded again
+    fold = index.fold_of(gdf["ID_PARCEL"]) if index is not None and "ID_PARCEL" in gdf else \
         np.full(len(gdf), -1, np.int16)
-    res = parcel_table(gdf, stats, table, calibrate_on=fold >= 0 if fold_run is not None else None)
+    res = parcel_table(gdf, stats, table, calibrate_on=fold >= 0 if index is not None else None)
     res["fold"] = fold
     return res
 
@@ -243,8 +243,12 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
                   quicklook: bool = True, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
                   keep_scl=None, overwrite: bool = False, show_progress: bool = True,
                   staging: contextlib.ExitStack | None = None, uncertainty_out: Path | str | None = None,
-                  until: str | datetime.date | None = None) -> tuple[PredictSummary, ParcelStats | None]:
+                  until: str | datetime.date | None = None, restart: bool | None = None,
+                  ) -> tuple[PredictSummary, ParcelStats | None]:
     """Predict one scene; returns the summary and, with ``parcels``, the parcels' accumulated stats.
+
+    An interrupted run of the same is resumed from its last finished block unless ``restart`` (default:
+    ``overwrite``; tiles replace their unfinished outputs but still resume).
 
     Outputs are written under temporary names and renamed when ``staging`` closes (by default, on return),
     the map last: a map on disk means every output of its run is complete, so a killed run leaves none.
@@ -260,7 +264,7 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     if window < 16:
         raise CropmapError(f"--window {window}: too small (at least 16 px)")
     fold_run = read_fold_run(run)
-    ckpt = run_checkpoint(run)
+    ckpt = fold_run.checkpoints[0] if fold_run else load_checkpoint(run)
     if ckpt.class_table.num_classes >= NODATA:
         raise CropmapError(f"{run}: {ckpt.class_table.num_classes} classes do not fit a uint8 map")
     stack = open_imagery(imagery)
@@ -292,7 +296,7 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
                       dates=[str(d) for d in stack.dates], window=window, overlap=overlap, context=context,
                       keep=list(keep), outputs=[p is not None for p in (conf_out, prob_out, unc_out)],
                       parcels=file_facts(parcels) if parcels is not None else None)
-    resume = ResumeState(out, key, overwrite)
+    resume = ResumeState(out, key, overwrite if restart is None else restart)
     stage.enter_context(resume.removed_on_success())  # entered first: left last, once every output is in place
 
     # GDAL's block cache would otherwise grow to 5 % of RAM with every block read and written

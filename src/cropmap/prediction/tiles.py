@@ -1,6 +1,6 @@
 """``cropmap predict`` over many scenes (tiles): one task per tile (:func:`~cropmap.cluster.run_tasks`: in
-turn, on threads or on a Dask distributed cluster), each tile's map written atomically and skipped when already done; then a
-VRT mosaic of the tiles and one parcel table for the whole area (a parcel crossing tiles counts the
+turn, on threads or on a Dask distributed cluster), each tile's map written atomically and skipped when
+already done; then a VRT mosaic of the tiles and one parcel table for the whole area (a parcel crossing tiles counts the
 pixels of all of them).
 
 On a cluster every worker must see the run, the imagery and the output folder at the same paths
@@ -25,7 +25,8 @@ from ..errors import CropmapError
 from ..sources.parcels import read_parcels
 from .parcels import ParcelStats, bounds_in_crs, write_parcel_table
 from .rasters import NODATA
-from .scene import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_outputs, parcel_outputs, answer_parcels, predict_scene, run_checkpoint, side_path
+from .scene import (DEFAULT_OVERLAP, DEFAULT_WINDOW, answer_parcels, check_outputs, parcel_outputs, predict_scene,
+                    run_checkpoint, side_path)
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,8 @@ def predict_tile(run: Path, imagery: Path, out: Path, *, parcels, confidence: bo
         probabilities_out=side_path(out, "probabilities") if probabilities else None,
         uncertainty_out=side_path(out, "uncertainty") if uncertainty else None, until=until,
         quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
-        overwrite=True,  # an unfinished tile (map without its stats) is redone whole
-        show_progress=show_progress)
+        overwrite=True,  # an unfinished tile's outputs are replaced (its finished blocks still resume)
+        restart=overwrite, show_progress=show_progress)
     if stats is not None:
         stats.save(stats_path)
     return TileResult(imagery, out, False, time.perf_counter() - start), stats
