@@ -36,7 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs from a checkout without install too
 
 from cropmap.config import ModelConfig
-from cropmap.models import FITTED_MODELS, MODELS, build_model, temporal
+from cropmap.models import FITTED_MODELS, MODELS, build_model, kernels, temporal
 from cropmap.models.fold import fold_batchnorm
 from cropmap.runtime import ENV_SWITCH, trim_heap, tune_allocator
 
@@ -245,19 +245,24 @@ def fast_paths(device: torch.device, t: int, size: int, rounds: int, compile_too
     x = torch.randn(1, IN_CHANNELS, t, size, size, device=device)
     doy = day_of_year(1, t, device)
 
-    def run(model, reference=False, autocast=None):
+    def run(model, reference=False, autocast=None, fuse=True):
         def call():
             ctx = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-            with torch.inference_mode(), ctx:
-                out = model(x, doy, reference=reference) if reference else model(x, doy)
+            kernels.FUSE = fuse
+            try:
+                with torch.inference_mode(), ctx:
+                    out = model(x, doy, reference=reference) if reference else model(x, doy)
+            finally:
+                kernels.FUSE = True
             sync(device)
             return out
         return call
 
     cases: dict[str, Callable] = {
         "reference: [B·H·W, C, T] Conv1d": run(base, reference=True),
-        "grid (k, 1) convolution": run(base),
-        "grid + BatchNorm folded (predict)": run(folded),
+        "grid (k, 1) convolution, channels-last": run(base),
+        "grid + BatchNorm folded": run(folded, fuse=False),
+        "grid + folded + conv+ReLU fused (predict)": run(folded),
     }
     if bf16_native(device):
         cases["grid + folded + bf16 autocast"] = run(folded, autocast=True)
@@ -280,9 +285,9 @@ def fast_paths(device: torch.device, t: int, size: int, rounds: int, compile_too
     for _ in range(rounds - 1):
         for k, (c, _) in cases.items():
             best[k] = min(best[k], _timed(c))
-    print(f"{'formulation':<36} {'px/s':>10} {'argmax = fp32 reference':>24}")
+    print(f"{'formulation':<44} {'px/s':>10} {'argmax = fp32 reference':>24}")
     for k, (_, agree) in cases.items():
-        print(f"{k:<36} {size * size / best[k]:>10,.0f} {100 * agree:>23.2f}%")
+        print(f"{k:<44} {size * size / best[k]:>10,.0f} {100 * agree:>23.2f}%")
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -485,6 +490,8 @@ def summarize(rows: list[dict]) -> None:
     if DEFAULT not in at:
         return
     d = at[DEFAULT]
+    print(f"T = 48, 128 px: {DEFAULT} inference at {d['pct_peak']:.0f} % of its FLOP limit "
+          f"({d['mflop_px']:.2f} MFLOP/px at the matmul peak measured above)")
     for other in ("utae", "tempcnn-unet-fast"):
         if other in at and at[other]["infer_px_s"]:
             o = at[other]

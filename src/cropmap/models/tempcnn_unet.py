@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .registry import register
@@ -46,7 +45,8 @@ class TempCNNUNet(nn.Module):
         """``x [B, C, T, H, W]``, ``doy [B, T]``, ``mask [B, T]`` -> logits ``[B, K, H, W]``."""
         out = embed_pixels(self.temporal, x, doy, mask, reference)  # [B, D (+ tap logits), H, W]
         z, taps = out[:, : self.temporal.embed_dim], out[:, self.temporal.embed_dim :]
-        return torch.cat([self.head(torch.cat([z, F.relu(self.spatial(z))], dim=1)), taps], dim=1)  # [B, K, H, W]
+        # the U-Net's features are already rectified (its last block ends in a ReLU)
+        return torch.cat([self.head(torch.cat([z, self.spatial(z)], dim=1)), taps], dim=1)  # [B, K, H, W]
 
 
 def _finest(num_classes: int, coarse_heads: tuple[int, ...] | list[int]) -> int:

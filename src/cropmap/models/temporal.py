@@ -6,7 +6,8 @@ summer crops without flattening over a fixed T.
 
 Two formulations compute the same function with the same weights: ``forward`` is the reference
 (``[B·H·W, C, T]`` through ``Conv1d``); ``forward_grid`` runs the same kernels as ``(k, 1)``
-convolutions on ``[B, C, T, H·W]``, which avoids the large permute copies and is 2-3x faster on CPU.
+convolutions on ``[B, C, T, H·W]`` stored channels-last, which avoids the large permute copies and is
+2-3x faster on CPU (see ``forward_grid`` for the layout's measured worth).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .kernels import conv_relu
 
 
 def doy_features(doy: torch.Tensor) -> torch.Tensor:
@@ -75,29 +78,39 @@ class TemporalCNN(nn.Module):
         return torch.cat([emb, *(head(tapped[layer]) for (layer, _), head in zip(self.taps, self.tap_heads))], dim=1)
 
     def forward_grid(self, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Every pixel at once: ``x [B, C, T, H, W]``, ``doy [B, T]``, ``mask [B, T]`` -> ``[B, D, H, W]``."""
+        """Every pixel at once: ``x [B, C, T, H, W]``, ``doy [B, T]``, ``mask [B, T]`` -> ``[B, D, H, W]``,
+        channels-last (stored ``[B, H, W, D]``, the layout the U-Net's convolutions run fastest on).
+
+        The activations are ``[B, C, T, H·W]`` tensors stored channels-last (``[B, T, H·W, C]`` in memory):
+        oneDNN runs the ``(k, 1)`` convolutions on that layout at 84-93 % of the matmul peak against 57-74 %
+        on ``[B, C, T, H·W]`` (2 Xeon cores, benchmarks/README.md), and pooling over time then reads whole
+        contiguous ``[H·W, C]`` planes."""
         b, c, t, hh, ww = x.shape
-        feats = doy_features(doy).to(x.dtype)[..., None].expand(b, 2, t, hh * ww)  # [B, 2, T, H·W]
-        h = torch.cat([x.reshape(b, c, t, hh * ww), feats], dim=1)  # [B, C+2, T, H·W]
-        tapped: dict[int, torch.Tensor] = {}
+        p = hh * ww
+        feats = doy_features(doy).to(x.dtype).transpose(1, 2)[:, :, None, :].expand(b, t, p, 2)  # [B, T, H·W, 2]
+        h = torch.cat([x.reshape(b, c, t, p).permute(0, 2, 3, 1), feats], dim=3)  # [B, T, H·W, C+2]
+        h = h.permute(0, 3, 1, 2)  # [B, C+2, T, H·W], channels-last
+        pooled: dict[int, torch.Tensor] = {}
+        last = len(self.convs) - 1
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             # conv.bias is None unless fold_batchnorm moved the BatchNorm into it (norm is then Identity)
-            h = F.conv2d(h, conv.weight.unsqueeze(-1), conv.bias, stride=(conv.stride[0], 1),
-                         padding=(conv.padding[0], 0))
+            weight = conv.weight.unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+            stride, padding = (conv.stride[0], 1), (conv.padding[0], 0)
             if isinstance(norm, nn.BatchNorm1d):  # the module itself refuses 4-D input
-                h = F.batch_norm(h, norm.running_mean, norm.running_var, norm.weight, norm.bias,
-                                 self.training or not norm.track_running_stats, norm.momentum, norm.eps)
-            h = F.relu_(h)  # [B, hidden, T / stride, H·W]; in place: one memory pass less
+                h = F.conv2d(h, weight, conv.bias, stride=stride, padding=padding)
+                h = F.relu_(F.batch_norm(h, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                         self.training or not norm.track_running_stats, norm.momentum, norm.eps))
+            else:  # folded (inference): one fused pass where the CPU allows it
+                h = conv_relu(h, weight, conv.bias, stride, padding)  # [B, hidden, T / stride, H·W]
             mask = _stride_mask(mask, conv.stride[0])
-            if any(layer == i for layer, _ in self.taps):
-                tapped[i] = _pool_time(h, None if mask is None else mask[:, None, :, None], dim=2)
-        pooled = _pool_time(h, None if mask is None else mask[:, None, :, None], dim=2)  # [B, 2·hidden, H·W]
+            if i == last or any(layer == i for layer, _ in self.taps):
+                m = None if mask is None else mask[:, :, None, None]  # [B, T, 1, 1] against [B, T, H·W, hidden]
+                pooled[i] = _pool_time(h.permute(0, 2, 3, 1), m, dim=1, cat_dim=2)  # [B, H·W, 2·hidden]
         # dropout on the pooled features, not inside the convolutions: same regularisation, far cheaper
-        pooled = self.dropout(pooled.transpose(1, 2))  # [B, H·W, 2·hidden]
-        emb = F.linear(pooled, self.project.weight, self.project.bias)  # [B, H·W, D]
-        outs = [emb] + [head(self.dropout(tapped[layer].transpose(1, 2)))  # [B, H·W, K_tap]
+        emb = F.linear(self.dropout(pooled[last]), self.project.weight, self.project.bias)  # [B, H·W, D]
+        outs = [emb] + [head(self.dropout(pooled[layer]))  # [B, H·W, K_tap]
                         for (layer, _), head in zip(self.taps, self.tap_heads)]
-        return torch.cat(outs, dim=2).transpose(1, 2).reshape(b, -1, hh, ww)
+        return torch.cat(outs, dim=2).reshape(b, hh, ww, -1).permute(0, 3, 1, 2)  # [B, D, H, W] channels-last
 
     def fold_batchnorm_(self) -> None:
         """Eval only: move each BatchNorm into the convolution before it (see ``models.fold``)."""
@@ -113,14 +126,14 @@ def _stride_mask(mask: torch.Tensor | None, stride: int) -> torch.Tensor | None:
     return mask if mask is None or stride == 1 else mask[..., ::stride]
 
 
-def _pool_time(h: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
-    """Masked mean and max over the time axis, concatenated on the channel axis (1)."""
+def _pool_time(h: torch.Tensor, mask: torch.Tensor | None, dim: int, cat_dim: int = 1) -> torch.Tensor:
+    """Masked mean and max over the time axis ``dim``, concatenated on the channel axis ``cat_dim``."""
     if mask is None:
-        return torch.cat([h.mean(dim=dim), h.amax(dim=dim)], dim=1)
+        return torch.cat([h.mean(dim=dim), h.amax(dim=dim)], dim=cat_dim)
     m = mask.to(h.dtype)
     mean = (h * m).sum(dim=dim) / m.sum(dim=dim).clamp_min(1)
     maxed = h.masked_fill(~mask, float("-inf")).amax(dim=dim)
-    return torch.cat([mean, maxed], dim=1)
+    return torch.cat([mean, maxed], dim=cat_dim)
 
 
 def per_pixel(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -133,9 +146,13 @@ def per_pixel(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask: to
     return emb.reshape(b, h, w, -1).permute(0, 3, 1, 2)  # [B, D, H, W]
 
 
-# pixels per temporal-CNN call without autograd (~25 MB per activation at 32 ch, T = 48): smaller chunks
-# stay in cache; at 256 px, T = 48 on 2 Xeon cores 4096 gave 128 k px/s, 16384 109 k, 65536 94 k (make bench)
-INFERENCE_CHUNK_PIXELS = 1 << 12
+# pixels per temporal-CNN call without autograd on a CPU: small enough for one band's activations to stay in
+# cache (2048 px x 48 steps x 32 ch = 12.6 MB). Channels-last, T = 48, 128 px, 2 Xeon cores (benchmarks/README.md):
+# 1024 px 206 k px/s, 2048 219 k, 4096 192 k (the earlier [B, C, T, H·W] layout was best at 4096: 128 k px/s).
+INFERENCE_CHUNK_PIXELS = 1 << 11
+# on a GPU the bands only bound memory (~9 KB a pixel at T = 48 in fp32): 2^18 px keeps a band near 2.4 GB
+# while leaving thousands of threads per kernel; CPU-sized bands left the GPU idle between launches
+INFERENCE_CHUNK_PIXELS_GPU = 1 << 18
 
 
 def embed_pixels(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None,
@@ -147,7 +164,8 @@ def embed_pixels(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask:
     """
     run = (lambda xx: per_pixel(encoder, xx, doy, mask)) if reference else (lambda xx: encoder.forward_grid(xx, doy, mask))
     b, _, _, h, w = x.shape
-    if torch.is_grad_enabled() or b * h * w <= INFERENCE_CHUNK_PIXELS:
+    chunk = INFERENCE_CHUNK_PIXELS if x.device.type == "cpu" else INFERENCE_CHUNK_PIXELS_GPU
+    if torch.is_grad_enabled() or b * h * w <= chunk:
         return run(x)
-    rows = max(1, INFERENCE_CHUNK_PIXELS // (b * w))
+    rows = max(1, chunk // (b * w))
     return torch.cat([run(x[..., r : r + rows, :]) for r in range(0, h, rows)], dim=2)
