@@ -11,6 +11,9 @@ from cropmap.models import build_model, kernels
 from cropmap.models.fold import fold_batchnorm
 
 
+needs_mkldnn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+
 def _fused_calls(monkeypatch) -> list:
     """Records each call of the fused operator (and still runs it)."""
     calls, real = [], torch.ops.mkldnn._convolution_pointwise
@@ -22,9 +25,6 @@ def _fused_calls(monkeypatch) -> list:
 
     monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", Spy())
     return calls
-
-
-needs_mkldnn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
 
 @needs_mkldnn
@@ -43,6 +43,7 @@ def test_fused_conv_relu_equals_the_two_ops(monkeypatch, layout, kernel, stride,
     assert got.is_contiguous(memory_format=layout)
 
 
+@needs_mkldnn
 def test_no_fusion_under_autograd_or_a_flop_counter(monkeypatch):
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -70,6 +71,7 @@ def test_a_failing_fused_operator_falls_back_once_and_for_all(monkeypatch):
     torch.testing.assert_close(got, F.relu(F.conv2d(x, w, padding=1)))
 
 
+@needs_mkldnn
 @pytest.mark.parametrize("name", ["tempcnn-unet", "tempcnn-unet-fast", "tempcnn-pixel"])
 @pytest.mark.parametrize("taps", [(), (3,)])
 def test_seed_models_give_the_same_logits_fused_unfused_and_by_reference(monkeypatch, name, taps):

@@ -82,7 +82,7 @@ class TemporalCNN(nn.Module):
         channels-last (stored ``[B, H, W, D]``, the layout the U-Net's convolutions run fastest on).
 
         The activations are ``[B, C, T, H·W]`` tensors stored channels-last (``[B, T, H·W, C]`` in memory):
-        oneDNN runs the ``(k, 1)`` convolutions on that layout at 84-93 % of the matmul peak against 57-74 %
+        oneDNN runs the ``(k, 1)`` convolutions on that layout at 84-93 % of the matmul peak against 43-74 %
         on ``[B, C, T, H·W]`` (2 Xeon cores, benchmarks/README.md), and pooling over time then reads whole
         contiguous ``[H·W, C]`` planes."""
         b, c, t, hh, ww = x.shape
@@ -150,8 +150,8 @@ def per_pixel(encoder: TemporalCNN, x: torch.Tensor, doy: torch.Tensor, mask: to
 # cache (2048 px x 48 steps x 32 ch = 12.6 MB). Channels-last, T = 48, 128 px, 2 Xeon cores (benchmarks/README.md):
 # 1024 px 206 k px/s, 2048 219 k, 4096 192 k (the earlier [B, C, T, H·W] layout was best at 4096: 128 k px/s).
 INFERENCE_CHUNK_PIXELS = 1 << 11
-# on a GPU the bands only bound memory (~9 KB a pixel at T = 48 in fp32): 2^18 px keeps a band near 2.4 GB
-# while leaving thousands of threads per kernel; CPU-sized bands left the GPU idle between launches
+# on a GPU the bands only bound memory (~9 KB a pixel at T = 48 in fp32): 2^18 px keeps a band near 2.4 GB,
+# where CPU-sized bands would mean hundreds of small kernel launches per window (not yet timed on a GPU)
 INFERENCE_CHUNK_PIXELS_GPU = 1 << 18
 
 
