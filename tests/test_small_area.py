@@ -83,10 +83,15 @@ def test_defaults_beat_the_majority_class_on_a_small_area(small_area, tmp_path):
     s = train_model(small_area, tmp_path / "run", TrainConfig(threads=2), echo=notes.append)
     assert any("floor of 300 steps" in n for n in notes)  # 12 epochs would be a few dozen steps here
     assert s.epochs_run > 12
-    m = evaluate_run(tmp_path / "run", small_area, split="test")
-    support = np.array([c["support"] for c in m["per_class"]])
-    majority = support.max() / support.sum()
-    assert m["overall_accuracy"] > majority + 0.05, (m["overall_accuracy"], majority)
+    # the schedule is long enough to learn the area: 94-100 % of the train pixels over 8 seeds and two versions
+    # of the model's kernels (the majority class holds 16 %)
+    assert evaluate_run(tmp_path / "run", small_area, split="train")["overall_accuracy"] > 0.8
+    # and what it learned holds on the held-out parcels. Val and test are pooled: each holds a handful of parcels,
+    # so alone their accuracy swings with the seed (test: 41-78 % over the same 8 runs, majority 36 %), while
+    # pooled it stayed at 53-66 % against a 33 % majority
+    cm = sum(np.array(evaluate_run(tmp_path / "run", small_area, split=s)["confusion_matrix"]) for s in ("val", "test"))
+    accuracy, majority = np.trace(cm) / cm.sum(), cm.sum(axis=1).max() / cm.sum()
+    assert accuracy > majority + 0.1, (accuracy, majority)
 
 
 def test_tiny_splits_are_said(tiny_scene, tmp_path, caplog):
