@@ -6,9 +6,11 @@ when the area doubles.
 
 The scene is written once per size under --workdir (36 per-date GeoTIFFs, B2 B3 B4 B8 SCL, fields of
 random crop curves with cloud patches); the model is the default seed configuration with random weights
-(speed and memory do not depend on the weights). Each prediction runs in its own process, so its
-peak RSS is its own. "model px/s" is the model alone on six of the scene's windows, composited beforehand,
-and "share" end-to-end px/s over it.
+(speed and memory do not depend on the weights). Each prediction runs in its own process, and its
+peak RSS is read before the model-only figure holds its windows' inputs. "model px/s" is the model
+alone on six windows of the size the prediction used, composited beforehand, and "share" end-to-end
+px/s (scene pixels) over it; "window" is window/overlap in px, planned per model and scene unless
+--window/--overlap are given.
 """
 
 from __future__ import annotations
@@ -84,13 +86,16 @@ def write_checkpoint(run: Path, num_classes: int = 13) -> Path:
     return run
 
 
-def child(run: str, imagery: str, out: str, window: int) -> None:
+def child(run: str, imagery: str, out: str, window: int | None, overlap: int | None) -> None:
     from cropmap.prediction import predict_map
     from cropmap.runtime import tune_allocator
 
     tune_allocator()
-    s = predict_map(run, imagery, out, window=window, quicklook=False, overwrite=True)
-    print(json.dumps({"pixels": s.pixels, "seconds": s.seconds, **model_only(run, imagery, window)}))
+    s = predict_map(run, imagery, out, window=window, overlap=overlap, quicklook=False, overwrite=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # the prediction's, before model_only's inputs
+    window, overlap, _ = s.windows_px  # as planned when not given: the model-only figure uses the same windows
+    print(json.dumps({"pixels": s.pixels, "seconds": s.seconds, "window": window, "overlap": overlap,
+                      "peak_rss_gb": rss, **model_only(run, imagery, window)}))
 
 
 def model_only(run: str, imagery: str, window: int, n: int = 6) -> dict:
@@ -113,26 +118,27 @@ def model_only(run: str, imagery: str, window: int, n: int = 6) -> dict:
     return {"model_px_per_s": n * size * size / secs}
 
 
-def measure(run: Path, imagery: Path, out: Path, window: int) -> dict:
+def measure(run: Path, imagery: Path, out: Path, window: int | None, overlap: int | None) -> dict:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", str(run), str(imagery), str(out), str(window)],
+    proc = subprocess.run([sys.executable, __file__, "--child", str(run), str(imagery), str(out), str(window),
+                           str(overlap)],
                           capture_output=True, text=True, env={**os.environ, "CROPMAP_PROGRESS": "0"})
     if proc.returncode:
         sys.exit(proc.stderr)
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     r["wall"] = time.perf_counter() - start
-    r["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # max over children so far
     return r
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:5], int(sys.argv[5]))
+        child(*sys.argv[2:5], *(None if v == "None" else int(v) for v in sys.argv[5:7]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--dates", type=int, default=36)
-    ap.add_argument("--window", type=int, default=512)
+    ap.add_argument("--window", type=int, default=None, help="window side (default: planned per model and scene)")
+    ap.add_argument("--overlap", type=int, default=None, help="window overlap (default: planned)")
     ap.add_argument("--workdir", type=Path, default=Path("bench-work"))
     ap.add_argument("--no-double", action="store_true", help="only the base size")
     a = ap.parse_args()
@@ -140,21 +146,21 @@ def main() -> None:
     shapes = [(n, n)] + ([] if a.no_double else [(2 * n, n), (n, 2 * n)])  # (height, width)
     run = write_checkpoint(a.workdir / "run")
     print(f"{'scene (h x w)':>14} {'T':>3} {'Mpx':>7} {'seconds':>8} {'px/s':>8} {'model px/s':>10} {'share':>6} "
-          f"{'peak RSS GB':>11}")
+          f"{'peak RSS GB':>11} {'window':>11}")
     base_rss = None
     for h, w in shapes:
         t0 = time.perf_counter()
         img = write_scene(a.workdir / f"scene_{h}x{w}", h, w, a.dates)
         gen = time.perf_counter() - t0
-        r = measure(run, img, a.workdir / f"map_{h}x{w}.tif", a.window)
-        # RUSAGE_CHILDREN keeps the maximum over all children: runs go in growing size, so it is this one's
+        r = measure(run, img, a.workdir / f"map_{h}x{w}.tif", a.window, a.overlap)
         rss = r["peak_rss_gb"]
         base_rss = base_rss or rss
         growth = f" (+{100 * (rss / base_rss - 1):.1f} %)" if (h, w) != shapes[0] else ""
         e2e = h * w / r["seconds"]
+        geometry = f"{r['window']}/{r['overlap']}"
         print(f"{f'{h} x {w}':>14} {a.dates:>3} {h * w / 1e6:>7.1f} {r['seconds']:>8.0f} "
               f"{e2e:>8,.0f} {r['model_px_per_s']:>10,.0f} {e2e / r['model_px_per_s']:>6.0%} "
-              f"{rss:>11.2f}{growth}   (scene written in {gen:.0f} s)", flush=True)
+              f"{rss:>11.2f} {geometry:>11}{growth}   (scene written in {gen:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -214,8 +214,12 @@ class EvaluateConfig:
 class PredictConfig:
     """``cropmap predict``: the crop map of one scene or of many tiles, and per-parcel answers."""
 
-    window: int = 512  # window side in pixels, the unit of work (memory grows with it)
-    overlap: int = 64  # pixels shared by neighbouring windows, blended
+    # window side in pixels, the unit of work (memory grows with it); default: planned per model and scene, up to
+    # 768 px, to compute the fewest pixels (512 for models that see the whole window)
+    window: int | None = None
+    # pixels shared by neighbouring windows, blended; default: the least that keeps the mosaic equal to a one-shot
+    # prediction, 2 x the model's receptive radius + 1 (64 for models that see the whole window)
+    overlap: int | None = None
     confidence: bool = False  # also write <map>.confidence.tif (the highest class probability)
     probabilities: bool = False  # also write <map>.probabilities.tif (one band per class)
     # also write <map>.uncertainty.tif: normalised entropy and margin (top-1 minus top-2), in percent

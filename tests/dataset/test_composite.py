@@ -99,3 +99,46 @@ def test_composite_matches_numpy_reference_on_random_stacks(seed):
                     np.testing.assert_allclose(comp.values[:, b, y, x], ref, rtol=1e-6)
                 else:
                     assert np.isnan(comp.values[:, b, y, x]).all()
+
+
+def _fill_reference(values: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Pixel by pixel, in float32: between observed steps p < t < q, v_p + (v_q - v_p) * (t - p) / (q - p)."""
+    out = values.copy()
+    t_len = values.shape[0]
+    for y, x in np.ndindex(*observed.shape[1:]):
+        seen = np.flatnonzero(observed[:, y, x])
+        if len(seen) == 0:
+            continue
+        for t in np.flatnonzero(~observed[:, y, x]):
+            p = seen[seen <= t].max() if (seen <= t).any() else seen.min()
+            q = seen[seen >= t].min() if (seen >= t).any() else seen.max()
+            w = np.float32(t - p) / np.float32(q - p) if q > p else np.float32(0)
+            vp, vq = values[p, :, y, x], values[q, :, y, x]
+            out[t, :, y, x] = vp + (vq - vp) * w
+    assert t_len == out.shape[0]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gap_fill_is_bit_identical_to_the_per_pixel_formula(seed):
+    rng = np.random.default_rng(seed)
+    t_len, h, w = 11, 6, 7
+    observed = rng.random((t_len, h, w)) > rng.uniform(0.2, 0.8)
+    observed[:, 0, 0] = False  # never observed: stays NaN
+    observed[:, 0, 1] = True  # no gap
+    observed[:, 0, 2] = np.arange(t_len) == 5  # one observation: constant
+    values = np.where(observed[:, None], rng.uniform(0, 9000, (t_len, 4, h, w)), np.nan).astype(np.float32)
+    ref = _fill_reference(values, observed)
+    fill_gaps(values, observed)
+    assert values.tobytes() == ref.tobytes()
+    assert np.isnan(values[:, :, 0, 0]).all() and (values[:, :, 0, 2] == values[5, :, 0, 2]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_valid_mask_is_the_same_for_every_scl_type(dtype):
+    rng = np.random.default_rng(0)
+    scl = rng.integers(0, 12, (9, 9))
+    dn = rng.integers(0, 3, (4, 9, 9))
+    ref = (dn > 0).all(axis=0) & np.isin(scl, [4, 5, 6, 7])
+    np.testing.assert_array_equal(valid_mask(dn, scl.astype(dtype)), ref)
+    np.testing.assert_array_equal(valid_mask(dn, scl.astype(dtype), keep_scl=(4, 300)), (dn > 0).all(axis=0) & (scl == 4))

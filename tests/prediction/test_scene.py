@@ -15,8 +15,8 @@ from cropmap.checkpoint import load_checkpoint, save_checkpoint
 from cropmap.errors import CropmapError
 from cropmap.models import build_model
 from cropmap.prediction import NODATA, predict_map
-from cropmap.prediction.scene import ScenePredictor
-from cropmap.prediction.windows import receptive_radius, stream_probabilities
+from cropmap.prediction.scene import ScenePredictor, normalised_input
+from cropmap.prediction.windows import plan_geometry, receptive_radius, stream_probabilities
 from cropmap.sources.geotiff_folder import open_scene_folder
 
 
@@ -145,3 +145,37 @@ def test_only_parcels_touching_the_imagery_are_read_and_answered(tiny_run, tiny_
                     parcels_out=tmp_path / "o.gpkg", quicklook=False)
     out = pyogrio.read_dataframe(s.parcels_path)
     assert "far-away" not in set(out.ID_PARCEL) and len(out) == len(gdf)
+
+
+def test_planned_geometry_mosaic_equals_one_shot_prediction(shallow_run, tiny_scene):
+    pred = ScenePredictor(load_checkpoint(shallow_run), open_scene_folder(tiny_scene.imagery))
+    radius = receptive_radius(pred.model, 4, pred.multiple)
+    # windows capped at 56 px so that the 96 px scene needs several; the overlap is the planner's own
+    window, overlap = plan_geometry(96, 96, radius, pred.multiple, max_window=56)
+    assert overlap == -(-(2 * radius + 1) // pred.multiple) * pred.multiple and window < 96
+    one_shot = _mosaic(shallow_run, tiny_scene.imagery, 1024, 64, 0)
+    assert np.abs(_mosaic(shallow_run, tiny_scene.imagery, window, overlap, radius) - one_shot).max() < 2e-5
+
+
+def test_predict_plans_the_geometry_unless_given(shallow_run, tiny_scene, tmp_path):
+    s = predict_map(shallow_run, tiny_scene.imagery, tmp_path / "a.tif", quicklook=False)
+    model = load_checkpoint(shallow_run).build()
+    radius = receptive_radius(model, 4, 2)
+    assert s.windows_px == (*plan_geometry(96, 96, radius, 2), radius)
+    given = predict_map(shallow_run, tiny_scene.imagery, tmp_path / "b.tif", window=48, overlap=30, quicklook=False)
+    assert given.windows_px == (48, 30, radius)
+
+
+def test_normalised_input_is_bit_identical_to_whole_array_normalisation():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0, 9000, (5, 4, 7, 9)).astype(np.float32)  # [T, C, h, w] DN
+    values[rng.random(values.shape) < 0.2] = np.nan
+    mean, std = rng.uniform(0.05, 0.3, 4), rng.uniform(0.05, 0.2, 4)  # float64, as checkpoints hold them
+    ref = values.copy()
+    ref /= 10000.0
+    ref -= mean.astype(np.float32).reshape(1, -1, 1, 1)
+    ref /= std.astype(np.float32).reshape(1, -1, 1, 1)
+    np.nan_to_num(ref, copy=False, nan=0.0)
+    out = normalised_input(values, mean, std)
+    assert out.shape == (4, 5, 7, 9) and out.flags.c_contiguous
+    assert out.tobytes() == np.ascontiguousarray(ref.transpose(1, 0, 2, 3)).tobytes()

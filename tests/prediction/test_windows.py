@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from cropmap.prediction.windows import (blend_ramp, column_strips, plan_context, receptive_radius, stream_probabilities,
-                                     window_origins)
+from cropmap.prediction.windows import (GLOBAL_CONTEXT_OVERLAP, GLOBAL_CONTEXT_WINDOW, MAX_WINDOW, blend_ramp,
+                                     column_strips, computed_pixels, plan_context, plan_geometry, receptive_radius,
+                                     stream_probabilities, window_origins)
 
 
 @pytest.mark.parametrize("total, window, stride, multiple", [(96, 48, 24, 1), (100, 48, 24, 4), (1000, 512, 448, 4),
@@ -122,3 +123,38 @@ def test_plan_context_warns_when_the_overlap_is_too_small(caplog):
     assert plan_context(10, 64, 4) == 10
     assert plan_context(40, 64, 4) == 31
     assert "raise --overlap to 82" in caplog.text
+
+
+def test_planned_overlap_is_the_least_exact_one_and_given_values_are_kept():
+    assert plan_geometry(2048, 2048, 26, 4)[1] == 56  # 2 x 26 + 1 = 53, rounded up to whole pooling cells
+    assert plan_geometry(2048, 2048, 0, 1)[1] == 1  # a per-pixel model: windows only touch
+    assert plan_geometry(2048, 2048, 26, 4, window=512, overlap=64) == (512, 64)  # the geometry before planning
+    assert plan_geometry(2048, 2048, 26, 4, window=512) == (512, 56)
+    assert plan_geometry(2048, 2048, None, 4) == (GLOBAL_CONTEXT_WINDOW, GLOBAL_CONTEXT_OVERLAP)
+    assert plan_geometry(2048, 2048, None, 4, overlap=96) == (GLOBAL_CONTEXT_WINDOW, 96)
+
+
+@pytest.mark.parametrize("height,width,radius,multiple", [(2048, 2048, 26, 4), (600, 5000, 26, 4), (96, 96, 11, 2),
+                                                          (10980, 10980, 58, 8), (3000, 1500, 0, 1)])
+def test_planned_window_computes_the_fewest_pixels(height, width, radius, multiple):
+    window, overlap = plan_geometry(height, width, radius, multiple)
+    assert overlap >= 2 * radius + 1 and overlap % multiple == 0 and window % multiple == 0
+    assert 2 * overlap <= window <= max(MAX_WINDOW, 2 * overlap)
+
+    def work(w: int) -> int:
+        return computed_pixels(height, w, overlap, multiple) * computed_pixels(width, w, overlap, multiple)
+
+    smallest = -(-max(2 * overlap, 64) // multiple) * multiple
+    assert all(work(window) <= work(w) for w in range(smallest, MAX_WINDOW + 1, multiple))
+    # never more than the fixed 512 px windows it replaces, at the same overlap
+    assert work(window) <= computed_pixels(height, 512, overlap, multiple) * computed_pixels(width, 512, overlap, multiple)
+
+
+def test_planned_geometry_on_a_2048_px_scene():
+    # 3 x 3 windows of 720 px (stride 664) compute 1.11 x the scene's pixels; 512 px windows with a 64 px overlap
+    # (5 x 5, stride 448) computed 1.56 x
+    assert plan_geometry(2048, 2048, 26, 4) == (720, 56)
+    assert computed_pixels(2048, 720, 56, 4) == 3 * 720
+    assert computed_pixels(2048, 512, 64, 4) == 5 * 512
+    # one window holds a scene smaller than the least window: no larger one is tried
+    assert plan_geometry(96, 96, 11, 2) == (96, 24)

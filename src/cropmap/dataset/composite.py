@@ -38,7 +38,12 @@ def valid_mask(dn: np.ndarray, scl: np.ndarray | None, keep_scl: Sequence[int] =
     """``[H, W]`` True where all bands hold data (DN > 0) and, if SCL is given, its class is kept."""
     ok = (dn > 0).all(axis=0)
     if scl is not None:
-        ok &= np.isin(scl, np.asarray(keep_scl, dtype=scl.dtype))
+        if scl.dtype in (np.uint8, np.uint16):  # a lookup table: one gather, where isin compares once per class
+            table = np.zeros(1 << (8 * scl.dtype.itemsize), dtype=bool)
+            table[[k for k in keep_scl if 0 <= k < table.size]] = True
+            ok &= table[scl]
+        else:
+            ok &= np.isin(scl, np.asarray(keep_scl, dtype=scl.dtype))
     return ok
 
 
@@ -60,12 +65,16 @@ def composite_stack(stack: SceneStack, grid: TimeGrid, *, window: Window | None 
             f"{stack.files[0].parent}: no acquisition falls in the time grid {grid.start} + {grid.steps} x {grid.period_days} days"
         )
     for t, idx in sorted(by_step.items()):
-        obs = np.full((len(idx), 4, h, w), np.nan, dtype=np.float32)
+        # one date: read straight into its step (values is NaN until written)
+        obs = values[t][None] if len(idx) == 1 else np.full((len(idx), 4, h, w), np.nan, dtype=np.float32)
         for k, i in enumerate(idx):
             dn, scl = stack.read(i, window)
-            ok = valid_mask(dn, scl, keep_scl)
-            obs[k][:, ok] = dn[:, ok]
-        values[t], observed[t] = _nanmedian_first_axis(obs)
+            # one pass, no index arrays: a boolean-indexed copy was the largest cost of compositing a window
+            np.copyto(obs[k], dn, where=valid_mask(dn, scl, keep_scl))
+        if len(idx) == 1:
+            observed[t] = np.isfinite(obs[0, 0])
+        else:
+            values[t], observed[t] = _nanmedian_first_axis(obs)
         if progress:
             progress(len(idx))
     _check_values(values, stack)
@@ -109,37 +118,53 @@ def _nanmedian_first_axis(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fill_gaps(values: np.ndarray, observed: np.ndarray) -> None:
-    """Fill unobserved steps in place by linear interpolation in time: ``values [T, C, H, W]``, ``observed [T, H, W]``.
+    """Fill unobserved steps in place by linear interpolation in time: ``values [T, C, H, W]`` (C-contiguous),
+    ``observed [T, H, W]``.
 
     Steps before the first (after the last) observation take its value; never-observed pixels stay NaN.
     """
     t_len, n_bands = values.shape[:2]
     if observed.all():
         return
-    # step indices as int16 ([T, H, W] arrays: int64 would make them the largest arrays of a window)
-    step = np.int16 if t_len < 2**15 - 1 else np.int64
-    idx = np.arange(t_len, dtype=step)[:, None, None]
-    prev = np.maximum.accumulate(np.where(observed, idx, step(-1)), axis=0)  # last observed step at or before t
-    nxt = np.minimum.accumulate(np.where(observed, idx, step(t_len))[::-1], axis=0)[::-1]  # first at or after t
-    p = np.where(prev >= 0, prev, nxt).clip(0, t_len - 1)
-    q = np.where(nxt < t_len, nxt, prev).clip(0, t_len - 1)
-    del prev, nxt
-    gap = ~observed
-    span = (q[gap] - p[gap]).astype(np.float32)
-    w = np.divide((idx - p)[gap], span, out=np.zeros(span.shape, np.float32), where=span > 0)
+    if not values.flags.c_contiguous:
+        raise ValueError("fill_gaps needs a C-contiguous values array (it writes through a flat view)")
     npx = observed[0].size
-    pixel = np.broadcast_to(np.arange(npx).reshape(observed.shape[1:]), observed.shape)[gap]
-    flat_p = p[gap].astype(np.int64) * npx + pixel  # gather indices into a [T, H·W] band, only where a step is missing
-    flat_q = q[gap].astype(np.int64) * npx + pixel
+    obs = observed.reshape(t_len, npx)
+    # step indices as int16 ([T, H·W] arrays: int64 would make them the largest arrays of a window), swept step
+    # by step: rows of H·W are contiguous, where an accumulate along T strides over the whole array per element
+    step = np.int16 if t_len < 2**15 - 1 else np.int64
+    prev = np.empty((t_len, npx), step)  # last observed step at or before t (-1: none)
+    nxt = np.empty((t_len, npx), step)  # first observed step at or after t (t_len: none)
+    last = np.full(npx, -1, step)
+    for t in range(t_len):
+        np.copyto(last, step(t), where=obs[t])
+        prev[t] = last
+    last.fill(t_len)
+    for t in range(t_len - 1, -1, -1):
+        np.copyto(last, step(t), where=obs[t])
+        nxt[t] = last
+    # only the missing steps are computed: their flat index t·H·W + pixel, in the order of a boolean mask
+    gap = np.flatnonzero(~obs)
+    t_gap, pixel = np.divmod(gap, npx)
+    before, after = prev.reshape(-1)[gap], nxt.reshape(-1)[gap]
+    del prev, nxt
+    p = np.where(before >= 0, before, after).clip(0, t_len - 1)
+    q = np.where(after < t_len, after, before).clip(0, t_len - 1)
+    span = (q - p).astype(np.float32)
+    w = np.divide((t_gap - p).astype(np.float32), span, out=np.zeros(span.shape, np.float32), where=span > 0)
+    flat = values.reshape(-1)  # a view: [T, C, H·W] flattened
+    at_p = p.astype(np.int64) * (n_bands * npx) + pixel  # band 0's gather indices; band c is c·H·W further
+    at_q = q.astype(np.int64) * (n_bands * npx) + pixel
+    at_t = t_gap * (n_bands * npx) + pixel
     for c in range(n_bands):
-        band = values[:, c]  # [T, H, W] view
-        src = band.reshape(-1)  # a copy: the view is strided over T
-        vp, vq = src[flat_p], src[flat_q]
-        band[gap] = vp + (vq - vp) * w
+        off = c * npx
+        vp, vq = flat[at_p + off], flat[at_q + off]  # observed steps (or NaN ones): never written below
+        flat[at_t + off] = vp + (vq - vp) * w
 
 
 def _check_values(values: np.ndarray, stack: SceneStack) -> None:
-    if not np.isnan(values).all() and np.nanmax(values) > 20000:
+    top = np.fmax.reduce(values, axis=None)  # NaN-skipping max in one pass (nanmax copies the array first)
+    if top > 20000:  # False for NaN: a window never observed
         raise CropmapError(
-            f"{stack.files[0].parent}: reflectance DN above 20000 (max {np.nanmax(values):.0f}); expected DN = reflectance x 10000"
+            f"{stack.files[0].parent}: reflectance DN above 20000 (max {top:.0f}); expected DN = reflectance x 10000"
         )

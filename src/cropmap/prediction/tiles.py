@@ -25,7 +25,7 @@ from ..errors import CropmapError
 from ..sources.parcels import read_parcels
 from .parcels import ParcelStats, bounds_in_crs, write_parcel_table
 from .rasters import NODATA
-from .scene import (DEFAULT_OVERLAP, DEFAULT_WINDOW, answer_parcels, check_outputs, parcel_outputs, predict_scene,
+from .scene import (answer_parcels, check_outputs, parcel_outputs, predict_scene,
                     run_checkpoint, side_path)
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ class TilesSummary:
 
 def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | str, *,
                   parcels: Path | str | None = None, parcels_out=None, confidence: bool = False,
-                  probabilities: bool = False, quicklook: bool = True, window: int = DEFAULT_WINDOW,
-                  overlap: int = DEFAULT_OVERLAP, keep_scl=None, dask_address: str | None = None,
+                  probabilities: bool = False, quicklook: bool = True, window: int | None = None,
+                  overlap: int | None = None, keep_scl=None, dask_address: str | None = None,
                   workers: int = 1, overwrite: bool = False, uncertainty: bool = False,
                   until: str | None = None) -> TilesSummary:
     """Map every scene folder in ``imageries`` into ``out_dir/<folder name>.tif`` (+ ``.confidence.tif``,
@@ -92,7 +92,8 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
 
 
 def predict_tile(run: Path, imagery: Path, out: Path, *, parcels, confidence: bool, probabilities: bool,
-                 quicklook: bool, window: int, overlap: int, keep_scl, overwrite: bool, show_progress: bool,
+                 quicklook: bool, window: int | None, overlap: int | None, keep_scl, overwrite: bool,
+                 show_progress: bool,
                  uncertainty: bool = False, until: str | None = None) -> tuple[TileResult, ParcelStats | None]:
     """One tile; a finished tile (its map, and its parcel stats when asked) is read back, not redone."""
     start = time.perf_counter()

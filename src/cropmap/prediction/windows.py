@@ -93,6 +93,52 @@ those that declare their ``receptive_radius`` in pixels (the random forest)."""
         model.train(was_training)
 
 
+# the planner's largest window side. Memory grows with a window's area (its inputs, T x 4 bands in float32, twice
+# with the read-ahead; the U-Net's activations; the band of rows being blended) while the model's px/s does not
+# change with it (512-1024 px within 5 %); benchmarks/predict_large.py --size 2048, T = 36, 14 classes, 2 cores:
+# peak RSS 1.91 GB with 720 px windows, 2.93 GB with 1024 px ones. 768 keeps a margin under 3 GB for models
+# with more classes, and computes at most ~4 % more than 1024 on a whole tile (1.16 x the pixels against 1.12 x).
+MAX_WINDOW = 768
+# models that see the whole window (global context, e.g. U-TAE) are blended, never exact: their geometry is the
+# one every model had before the planner, whose memory they were measured with
+GLOBAL_CONTEXT_WINDOW = 512
+GLOBAL_CONTEXT_OVERLAP = 64
+
+
+def computed_pixels(total: int, window: int, overlap: int, multiple: int = 1) -> int:
+    """Pixels along one axis of ``total`` that windows of ``window`` sharing ``overlap`` compute (each shared
+    pixel once per window)."""
+    stride = (window - overlap) // multiple * multiple
+    return sum(size for _, size in window_origins(total, window, stride, multiple))
+
+
+def plan_geometry(height: int, width: int, radius: int | None, multiple: int = 1, *, window: int | None = None,
+                  overlap: int | None = None, max_window: int = MAX_WINDOW) -> tuple[int, int]:
+    """``(window, overlap)`` for a ``height`` x ``width`` scene and a model that sees ``radius`` px around a pixel
+    (None: the whole window) and pools by ``multiple``. Values given are kept. An overlap left out is the least
+    that keeps the mosaic equal to a one-shot prediction: 2 x radius + 1, rounded up to a multiple of ``multiple``
+    (so that windows step by whole pooling cells). A window left out is the one, up to ``max_window``, that
+    computes the fewest pixels over this scene, overlaps and the scene's last windows included (the smallest of
+    those that tie: memory grows with it)."""
+    if radius is None:
+        return (GLOBAL_CONTEXT_WINDOW if window is None else window,
+                GLOBAL_CONTEXT_OVERLAP if overlap is None else overlap)
+    if overlap is None:
+        overlap = -(-(2 * radius + 1) // multiple) * multiple
+    if window is not None:
+        return window, overlap
+    # at least twice the overlap: the scene's vertical strips share one window column (see column_strips)
+    smallest = -(-max(2 * overlap, 64) // multiple) * multiple
+    best_work, best = None, smallest
+    for w in range(smallest, max(smallest, max_window) + 1, multiple):
+        work = computed_pixels(height, w, overlap, multiple) * computed_pixels(width, w, overlap, multiple)
+        if best_work is None or work < best_work:
+            best_work, best = work, w
+        if w >= height and w >= width:  # one window holds the scene: larger ones compute the same
+            break
+    return best, overlap
+
+
 def plan_context(radius: int | None, overlap: int, multiple: int) -> int:
     """Pixels of each overlap side given no weight: the receptive radius if the overlap allows it."""
     best = (overlap - 1) // 2
