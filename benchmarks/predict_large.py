@@ -86,19 +86,19 @@ def write_checkpoint(run: Path, num_classes: int = 13) -> Path:
     return run
 
 
-def child(run: str, imagery: str, out: str, window: int | None, overlap: int | None) -> None:
+def child(run: str, imagery: str, out: str, window: int | None, overlap: int | None, device: str) -> None:
     from cropmap.prediction import predict_map
     from cropmap.runtime import tune_allocator
 
     tune_allocator()
-    s = predict_map(run, imagery, out, window=window, overlap=overlap, quicklook=False, overwrite=True)
+    s = predict_map(run, imagery, out, window=window, overlap=overlap, quicklook=False, overwrite=True, device=device)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # the prediction's, before model_only's inputs
     window, overlap, _ = s.windows_px  # as planned when not given: the model-only figure uses the same windows
     print(json.dumps({"pixels": s.pixels, "seconds": s.seconds, "window": window, "overlap": overlap,
-                      "peak_rss_gb": rss, **model_only(run, imagery, window)}))
+                      "peak_rss_gb": rss, **model_only(run, imagery, window, device)}))
 
 
-def model_only(run: str, imagery: str, window: int, n: int = 6) -> dict:
+def model_only(run: str, imagery: str, window: int, device: str = "auto", n: int = 6) -> dict:
     """The model alone on ``n`` of the scene's windows (their inputs composited beforehand): px/s."""
     from rasterio.windows import Window
 
@@ -106,22 +106,24 @@ def model_only(run: str, imagery: str, window: int, n: int = 6) -> dict:
     from cropmap.prediction.scene import ScenePredictor
     from cropmap.sources.imagery import open_imagery
 
-    pred = ScenePredictor(load_checkpoint(run), open_imagery(imagery))
+    from cropmap.prediction.device import inference_device
+
+    pred = ScenePredictor(load_checkpoint(run), open_imagery(imagery), device=inference_device(device))
     size = min(window, pred.stack.width, pred.stack.height)
     wins = [Window(i * size % max(pred.stack.width - size, 1), 0, size, size) for i in range(n + 1)]
     inputs = [pred.inputs(w)[0] for w in wins]
     pred.probabilities(inputs[0])  # warm-up
     t0 = time.perf_counter()
     for x in inputs[1:]:
-        pred.probabilities(x)
+        pred.probabilities(x)  # ends with the probabilities on the host: a GPU is synchronised
     secs = time.perf_counter() - t0
     return {"model_px_per_s": n * size * size / secs}
 
 
-def measure(run: Path, imagery: Path, out: Path, window: int | None, overlap: int | None) -> dict:
+def measure(run: Path, imagery: Path, out: Path, window: int | None, overlap: int | None, device: str) -> dict:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", str(run), str(imagery), str(out), str(window),
-                           str(overlap)],
+                           str(overlap), device],
                           capture_output=True, text=True, env={**os.environ, "CROPMAP_PROGRESS": "0"})
     if proc.returncode:
         sys.exit(proc.stderr)
@@ -132,13 +134,14 @@ def measure(run: Path, imagery: Path, out: Path, window: int | None, overlap: in
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:5], *(None if v == "None" else int(v) for v in sys.argv[5:7]))
+        child(*sys.argv[2:5], *(None if v == "None" else int(v) for v in sys.argv[5:7]), sys.argv[7])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--dates", type=int, default=36)
     ap.add_argument("--window", type=int, default=None, help="window side (default: planned per model and scene)")
     ap.add_argument("--overlap", type=int, default=None, help="window overlap (default: planned)")
+    ap.add_argument("--device", default="auto", help="where the model runs (predict --device)")
     ap.add_argument("--workdir", type=Path, default=Path("bench-work"))
     ap.add_argument("--no-double", action="store_true", help="only the base size")
     a = ap.parse_args()
@@ -152,7 +155,7 @@ def main() -> None:
         t0 = time.perf_counter()
         img = write_scene(a.workdir / f"scene_{h}x{w}", h, w, a.dates)
         gen = time.perf_counter() - t0
-        r = measure(run, img, a.workdir / f"map_{h}x{w}.tif", a.window, a.overlap)
+        r = measure(run, img, a.workdir / f"map_{h}x{w}.tif", a.window, a.overlap, a.device)
         rss = r["peak_rss_gb"]
         base_rss = base_rss or rss
         growth = f" (+{100 * (rss / base_rss - 1):.1f} %)" if (h, w) != shapes[0] else ""

@@ -103,7 +103,7 @@ def _predict(a: argparse.Namespace, cfg) -> None:
                     probabilities_out=side_path(a.out, "probabilities") if cfg.probabilities else None,
                     uncertainty_out=side_path(a.out, "uncertainty") if cfg.uncertainty else None,
                     quicklook=cfg.quicklook, window=cfg.window, overlap=cfg.overlap, overwrite=a.overwrite,
-                    until=cfg.until)
+                    until=cfg.until, device=cfg.device)
     extras = [p for p in (s.confidence_path, s.probabilities_path, s.uncertainty_path, s.quicklook_path,
                           *s.parcels_paths) if p]
     print(f"map {s.map_path} ({s.pixels:,} px, {s.nodata_pixels:,} without observation, "

@@ -228,6 +228,9 @@ class PredictConfig:
     # in season: use only the acquisitions up to this date (YYYY-MM-DD); the steps after it are masked, as for
     # imagery that ends there (a model trained with cutoff > 0 has seen such seasons)
     until: str | None = None
+    # where the model runs: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda, cuda:N or mps;
+    # compositing stays on the CPU
+    device: str = "auto"
     workers: int = 1  # several imagery folders: tiles predicted at once on this machine
     # tcp://host:port of a Dask scheduler to run the tiles on (its workers must see the run, imagery and output)
     dask_address: str | None = None

@@ -40,6 +40,7 @@ from ..styles import category_names_aux, class_map_qml, style_paths
 from .parcels import PARCEL_FORMATS, ParcelStats, parcel_table, write_parcel_table
 from .resume import ResumeState, file_facts, fingerprint
 from .rasters import (NODATA, StreamedRaster, describe_class_map, describe_percent_raster, to_percent)
+from .device import inference_device
 from .windows import plan_context, plan_geometry, receptive_radius, stream_probabilities
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,12 @@ class ScenePredictor:
     """The model of a checkpoint applied to windows of one scene: ``Window`` -> (probabilities
     ``[K, h, w]``, has_data ``[h, w]``)."""
 
-    def __init__(self, ckpt: Checkpoint, stack: SceneStack, keep_scl=DEFAULT_KEEP_SCL) -> None:
+    def __init__(self, ckpt: Checkpoint, stack: SceneStack, keep_scl=DEFAULT_KEEP_SCL,
+                 device: torch.device | str = "cpu") -> None:
         self.ckpt, self.stack, self.keep_scl = ckpt, stack, tuple(keep_scl)
-        self.model = fold_batchnorm(ckpt.build())  # eval copy, BatchNorms merged into the convolutions
+        self.device = torch.device(device)
+        # eval copy, BatchNorms merged into the convolutions, on the device
+        self.model = fold_batchnorm(ckpt.build()).to(self.device)
         self.grid = grid_for(ckpt.time_grid, stack)
         self.doy = torch.as_tensor(self.grid.day_of_year.astype(np.float32))[None]
         # windows start on the model's pooling grid, so they see what a whole-scene pass sees
@@ -103,6 +107,7 @@ class ScenePredictor:
         last = self.grid.step_of(max(stack.dates))
         kept = torch.arange(self.grid.steps) <= last
         self.mask = None if bool(kept.all()) else kept[None]
+        self._on_device = (self.doy.to(self.device), None if self.mask is None else self.mask.to(self.device))
 
     @property
     def num_classes(self) -> int:
@@ -124,16 +129,20 @@ class ScenePredictor:
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
         """``[K, h, w]`` calibrated class probabilities: softmax(output / T), T from the checkpoint."""
+        doy, mask = self._on_device
         with torch.inference_mode():
-            return torch.softmax(self.model(x, self.doy, self.mask) / self.temperature, dim=1)[0].numpy()
+            prob = torch.softmax(self.model(x.to(self.device), doy, mask) / self.temperature, dim=1)[0]
+            return prob.cpu().numpy()  # on the CPU, the same array
 
 
 class FoldScenePredictor:
     """The K models of a fold run (:mod:`cropmap.monitoring.folds`) on one scene: the pixels of a labelled
     parcel get its fold's model (which never saw it), every other pixel the mean of the K models."""
 
-    def __init__(self, run, stack: SceneStack, keep_scl, parcels: gpd.GeoDataFrame | None) -> None:
-        self.parts = [ScenePredictor(c, stack, keep_scl) for c in run.checkpoints]
+    def __init__(self, run, stack: SceneStack, keep_scl, parcels: gpd.GeoDataFrame | None,
+                 device: torch.device | str = "cpu") -> None:
+        self.parts = [ScenePredictor(c, stack, keep_scl, device) for c in run.checkpoints]
+        self.device = self.parts[0].device
         self.ckpt, self.stack = run.checkpoints[0], stack
         self.model = self.parts[0].model  # for the receptive-radius probe: the folds share one architecture
         self.multiple = max(p.multiple for p in self.parts)
@@ -256,11 +265,12 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
                   keep_scl=None, overwrite: bool = False, show_progress: bool = True,
                   staging: contextlib.ExitStack | None = None, uncertainty_out: Path | str | None = None,
                   until: str | datetime.date | None = None, restart: bool | None = None,
-                  ) -> tuple[PredictSummary, ParcelStats | None]:
+                  device: str | torch.device = "auto") -> tuple[PredictSummary, ParcelStats | None]:
     """Predict one scene; returns the summary and, with ``parcels``, the parcels' accumulated stats.
 
-    ``window`` and ``overlap`` (pixels) left out are planned for the model and the scene
-    (:func:`~cropmap.prediction.windows.plan_geometry`); given, they are kept.
+    The model runs on ``device`` (see :func:`~cropmap.prediction.device.inference_device`; ``auto``: a CUDA
+    GPU when torch sees one); compositing stays on the CPU. ``window`` and ``overlap`` (pixels) left out are
+    planned for the model and the scene (:func:`~cropmap.prediction.windows.plan_geometry`); given, they are kept.
 
     An interrupted run of the same is resumed from its last finished block unless ``restart`` (default:
     ``overwrite``; tiles replace their unfinished outputs but still resume).
@@ -292,7 +302,9 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     # clouds are masked as in training (the checkpoint's preprocessing record), or the scene is refused
     keep = ckpt.record.check_scene(stack, imagery, keep_scl)
     gdf = read_scene_parcels(parcels, stack, imagery) if parcels is not None else None
-    predictor = FoldScenePredictor(fold_run, stack, keep, gdf) if fold_run else ScenePredictor(ckpt, stack, keep)
+    dev = device if isinstance(device, torch.device) else inference_device(device)
+    predictor = (FoldScenePredictor(fold_run, stack, keep, gdf, dev) if fold_run
+                 else ScenePredictor(ckpt, stack, keep, dev))
     k, names = predictor.num_classes, list(ckpt.class_table.names)
     stats = ParcelStats.zeros(gdf["fid"].to_numpy(), k) if gdf is not None else None
 
@@ -312,6 +324,7 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     key = fingerprint(version=__import__("cropmap").__version__, run=file_facts(run), imagery=file_facts(imagery),
                       dates=[str(d) for d in stack.dates], window=window, overlap=overlap, context=context,
                       keep=list(keep), outputs=[p is not None for p in (conf_out, prob_out, unc_out)],
+                      device=dev.type,  # a GPU's rounding differs: blocks of another device are not mixed in
                       parcels=file_facts(parcels) if parcels is not None else None)
     resume = ResumeState(out, key, overwrite if restart is None else restart)
     stage.enter_context(resume.removed_on_success())  # entered first: left last, once every output is in place
@@ -411,9 +424,9 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
                 probabilities_out: Path | str | None = None, quicklook: bool = True,
                 window: int | None = None, overlap: int | None = None, keep_scl=None,
                 overwrite: bool = False, uncertainty_out: Path | str | None = None,
-                until: str | datetime.date | None = None) -> PredictSummary:
-    """Map one scene; with ``parcels`` and ``parcels_out`` (one or more .gpkg / .parquet paths) also
-    write each parcel's predicted class at every level of the hierarchy."""
+                until: str | datetime.date | None = None, device: str | torch.device = "auto") -> PredictSummary:
+    """Map one scene (the model on ``device``, see :func:`predict_scene`); with ``parcels`` and ``parcels_out``
+    (one or more .gpkg / .parquet paths) also write each parcel's predicted class at every level of the hierarchy."""
     outs = parcel_outputs(parcels_out)
     if outs and parcels is None:
         raise CropmapError("--parcels-out needs --parcels")
@@ -424,7 +437,7 @@ def predict_map(run: Path | str, imagery: Path | str, out: Path | str, *, parcel
                                        confidence_out=confidence_out, probabilities_out=probabilities_out,
                                        quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
                                        overwrite=overwrite, staging=staging, uncertainty_out=uncertainty_out,
-                                       until=until)
+                                       until=until, device=device)
         if not outs:
             return summary
         table = run_checkpoint(run).class_table

@@ -51,7 +51,7 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
                   probabilities: bool = False, quicklook: bool = True, window: int | None = None,
                   overlap: int | None = None, keep_scl=None, dask_address: str | None = None,
                   workers: int = 1, overwrite: bool = False, uncertainty: bool = False,
-                  until: str | None = None) -> TilesSummary:
+                  until: str | None = None, device: str = "auto") -> TilesSummary:
     """Map every scene folder in ``imageries`` into ``out_dir/<folder name>.tif`` (+ ``.confidence.tif``,
     ``.probabilities.tif``), then ``out_dir/mosaic.vrt``; tiles already mapped are skipped unless
     ``overwrite``."""
@@ -70,7 +70,7 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     opts = dict(parcels=parcels if outs else None, confidence=confidence, probabilities=probabilities,
-                uncertainty=uncertainty, until=until,
+                uncertainty=uncertainty, until=until, device=device,
                 quicklook=quicklook, window=window, overlap=overlap,
                 keep_scl=tuple(keep_scl) if keep_scl is not None else None, overwrite=overwrite,
                 show_progress=dask_address is None and workers == 1)
@@ -94,7 +94,8 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
 def predict_tile(run: Path, imagery: Path, out: Path, *, parcels, confidence: bool, probabilities: bool,
                  quicklook: bool, window: int | None, overlap: int | None, keep_scl, overwrite: bool,
                  show_progress: bool,
-                 uncertainty: bool = False, until: str | None = None) -> tuple[TileResult, ParcelStats | None]:
+                 uncertainty: bool = False, until: str | None = None,
+                 device: str = "auto") -> tuple[TileResult, ParcelStats | None]:
     """One tile; a finished tile (its map, and its parcel stats when asked) is read back, not redone."""
     start = time.perf_counter()
     stats_path = side_path(out, "parcel_stats")
@@ -109,7 +110,7 @@ def predict_tile(run: Path, imagery: Path, out: Path, *, parcels, confidence: bo
         uncertainty_out=side_path(out, "uncertainty") if uncertainty else None, until=until,
         quicklook=quicklook, window=window, overlap=overlap, keep_scl=keep_scl,
         overwrite=True,  # an unfinished tile's outputs are replaced (its finished blocks still resume)
-        restart=overwrite, show_progress=show_progress)
+        restart=overwrite, show_progress=show_progress, device=device)
     if stats is not None:
         stats.save(stats_path)
     return TileResult(imagery, out, False, time.perf_counter() - start), stats

@@ -72,6 +72,12 @@ those that declare their ``receptive_radius`` in pixels (the random forest)."""
         return None
     if traits.receptive_radius is not None:  # a model without gradients to probe (the forest: 0) says it itself
         return traits.receptive_radius
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        # probed on a CPU copy: GPU convolution algorithms (FFT, Winograd) leave rounding noise in gradients that
+        # are exactly zero outside the receptive field on the CPU
+        import copy
+
+        model = copy.deepcopy(model).cpu()
     was_training = model.training
     model.eval()
     try:
@@ -187,13 +193,15 @@ def pipelined(predict: WindowPredictor, windows: list[Window]) -> Iterator[tuple
     """``predict(w)`` for each window, in order. A predictor in two stages (``inputs(w)``, then
     ``probabilities(x)``) reads and composites the next window on a thread while the model runs on this
     one (rasterio, numpy and torch release the GIL), at most two windows' inputs in memory — when a core is
-    left for it: with torch on every core the reader only slows the model (measured on 2 cores:
-    benchmarks/predict_large.py 56.7 k px/s with it, 60.8 k px/s without)."""
+    left for it, or when the model runs on a GPU (a predictor's ``device``): with torch on every core the
+    reader only slows the model (measured on 2 cores: benchmarks/predict_large.py 56.7 k px/s with it,
+    60.8 k px/s without)."""
     import os
 
     import torch
 
-    spare_core = torch.get_num_threads() < (os.cpu_count() or 1)
+    on_cpu = getattr(predict, "device", torch.device("cpu")).type == "cpu"
+    spare_core = not on_cpu or torch.get_num_threads() < (os.cpu_count() or 1)
     if (not spare_core or not (hasattr(predict, "inputs") and hasattr(predict, "probabilities"))
             or len(windows) < 2):
         for w in windows:
