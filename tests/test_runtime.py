@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cropmap.runtime import ENV_SWITCH, tune_allocator
+from cropmap.runtime import ENV_SWITCH, heap_tuned, tune_allocator
 
 # 8 malloc'd, written and freed 48 MiB blocks, as PyTorch does with a large temporary (above the 32 MiB
 # that glibc's own threshold can reach): ~12k page faults each unless the heap keeps the block.
@@ -38,6 +38,7 @@ def _probe(switch: str) -> tuple[bool, int]:
 def test_returns_a_bool_and_can_be_called_twice():
     first = tune_allocator()
     assert isinstance(first, bool) and tune_allocator() == first
+    assert heap_tuned() is first  # what streamed prediction asks before trimming after each block
 
 
 def test_environment_switch_turns_it_off(monkeypatch):

@@ -36,8 +36,18 @@ def tune_allocator() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # no mmap at all: U-TAE at 256 px still faulted 1.4 M pages a call on its > 1 GiB temporaries
-    return (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1 and mallopt(_M_MMAP_MAX, 0) == 1
-            and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1)
+    global _tuned
+    _tuned = (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1 and mallopt(_M_MMAP_MAX, 0) == 1
+              and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1)
+    return _tuned
+
+
+_tuned = False
+
+
+def heap_tuned() -> bool:
+    """Whether :func:`tune_allocator` took effect in this process (freed memory is then kept until trimmed)."""
+    return _tuned
 
 
 def trim_heap() -> bool:
@@ -50,3 +60,4 @@ def trim_heap() -> bool:
         return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
     except (OSError, AttributeError):
         return False
+

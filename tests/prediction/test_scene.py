@@ -179,3 +179,17 @@ def test_normalised_input_is_bit_identical_to_whole_array_normalisation():
     out = normalised_input(values, mean, std)
     assert out.shape == (4, 5, 7, 9) and out.flags.c_contiguous
     assert out.tobytes() == np.ascontiguousarray(ref.transpose(1, 0, 2, 3)).tobytes()
+
+
+def test_a_tuned_heap_is_trimmed_after_every_block(shallow_run, tiny_scene, tmp_path, monkeypatch):
+    import cropmap.prediction.scene as scene
+
+    trims = []
+    monkeypatch.setattr(scene, "heap_tuned", lambda: True)
+    monkeypatch.setattr(scene, "trim_heap", lambda: trims.append(1) or True)
+    # 96 px in 48 px windows with a 24 px overlap: 3 window rows, each finishing one block
+    predict_map(shallow_run, tiny_scene.imagery, tmp_path / "a.tif", window=48, overlap=24, quicklook=False)
+    assert len(trims) == 3
+    monkeypatch.setattr(scene, "heap_tuned", lambda: False)
+    predict_map(shallow_run, tiny_scene.imagery, tmp_path / "b.tif", window=48, overlap=24, quicklook=False)
+    assert len(trims) == 3  # an untuned heap gives memory back by itself
