@@ -10,7 +10,7 @@ random crop curves with cloud patches); the model is the default seed configurat
 peak RSS is read before the model-only figure holds its windows' inputs. "model px/s" is the model
 alone on six windows of the size the prediction used, composited beforehand, and "share" end-to-end
 px/s (scene pixels) over it; "window" is window/overlap in px, planned per model and scene unless
---window/--overlap are given.
+--window/--overlap are given; the doubled areas keep the base scene's windows.
 """
 
 from __future__ import annotations
@@ -150,12 +150,16 @@ def main() -> None:
     run = write_checkpoint(a.workdir / "run")
     print(f"{'scene (h x w)':>14} {'T':>3} {'Mpx':>7} {'seconds':>8} {'px/s':>8} {'model px/s':>10} {'share':>6} "
           f"{'peak RSS GB':>11} {'window':>11}")
-    base_rss = None
+    base_rss, base_geometry = None, None
     for h, w in shapes:
         t0 = time.perf_counter()
         img = write_scene(a.workdir / f"scene_{h}x{w}", h, w, a.dates)
         gen = time.perf_counter() - t0
-        r = measure(run, img, a.workdir / f"map_{h}x{w}.tif", a.window, a.overlap, a.device)
+        # the doubled areas keep the base scene's windows: their memory is then compared at one geometry (the
+        # planner would pick slightly different windows for them, and memory follows the window's area)
+        window, overlap = (a.window, a.overlap) if base_rss is None else base_geometry
+        r = measure(run, img, a.workdir / f"map_{h}x{w}.tif", window, overlap, a.device)
+        base_geometry = base_geometry or (r["window"], r["overlap"])
         rss = r["peak_rss_gb"]
         base_rss = base_rss or rss
         growth = f" (+{100 * (rss / base_rss - 1):.1f} %)" if (h, w) != shapes[0] else ""
