@@ -162,7 +162,7 @@ def main() -> None:
         base_geometry = base_geometry or (r["window"], r["overlap"])
         rss = r["peak_rss_gb"]
         base_rss = base_rss or rss
-        growth = f" (+{100 * (rss / base_rss - 1):.1f} %)" if (h, w) != shapes[0] else ""
+        growth = f" ({100 * (rss / base_rss - 1):+.1f} %)" if (h, w) != shapes[0] else ""
         e2e = h * w / r["seconds"]
         geometry = f"{r['window']}/{r['overlap']}"
         print(f"{f'{h} x {w}':>14} {a.dates:>3} {h * w / 1e6:>7.1f} {r['seconds']:>8.0f} "
