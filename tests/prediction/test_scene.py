@@ -193,3 +193,9 @@ def test_a_tuned_heap_is_trimmed_after_every_block(shallow_run, tiny_scene, tmp_
     monkeypatch.setattr(scene, "heap_tuned", lambda: False)
     predict_map(shallow_run, tiny_scene.imagery, tmp_path / "b.tif", window=48, overlap=24, quicklook=False)
     assert len(trims) == 3  # an untuned heap gives memory back by itself
+
+
+def test_a_window_no_larger_than_its_overlap_is_refused_by_name(shallow_run, tiny_scene, tmp_path):
+    with pytest.raises(CropmapError, match="--window 40 with --overlap 40: the windows would not advance"):
+        predict_map(shallow_run, tiny_scene.imagery, tmp_path / "a.tif", window=40, overlap=40, quicklook=False)
+    assert not (tmp_path / "a.tif").exists()

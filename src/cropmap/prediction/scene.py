@@ -312,6 +312,10 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     radius = receptive_radius(predictor.model, len(ckpt.bands), predictor.multiple)
     window, overlap = plan_geometry(stack.height, stack.width, radius, predictor.multiple, window=window,
                                     overlap=overlap)
+    if (window - overlap) // predictor.multiple < 1:
+        raise CropmapError(f"--window {window} with --overlap {overlap}: the windows would not advance (the overlap "
+                           f"must be at least {predictor.multiple} px smaller than the window; leave either out to "
+                           "have it planned)")
     context = plan_context(radius, overlap, predictor.multiple)
     class_pixels = np.zeros(k, dtype=np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
