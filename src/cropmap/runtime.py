@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -17,6 +18,16 @@ _MMAP_THRESHOLD = 1 << 30
 # INT_MAX is not enough: U-TAE at 256 px frees > 2 GiB at once, and re-faulted it on every call.
 _TRIM_THRESHOLD = -1
 ENV_SWITCH = "CROPMAP_MALLOC_TUNING"  # "0" turns the tuning off (to measure it, or on a foreign libc)
+_tuned = False  # set by tune_allocator when glibc took the settings
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (find_library runs ldconfig: ~2.5 ms, and trim_heap runs per block)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
 
 
 def tune_allocator() -> bool:
@@ -30,9 +41,8 @@ def tune_allocator() -> bool:
     if os.environ.get(ENV_SWITCH, "1").strip() == "0" or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        mallopt = _libc().mallopt
+    except AttributeError:  # no C library found, or musl and other libcs, which have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # no mmap at all: U-TAE at 256 px still faulted 1.4 M pages a call on its > 1 GiB temporaries
@@ -40,9 +50,6 @@ def tune_allocator() -> bool:
     _tuned = (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1 and mallopt(_M_MMAP_MAX, 0) == 1
               and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1)
     return _tuned
-
-
-_tuned = False
 
 
 def heap_tuned() -> bool:
@@ -57,7 +64,6 @@ def trim_heap() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
+        return bool(_libc().malloc_trim(0))
+    except AttributeError:
         return False
-

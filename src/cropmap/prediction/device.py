@@ -11,9 +11,9 @@ from ..errors import CropmapError
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 
 
-def inference_device(name: str | None = "auto") -> torch.device:
+def inference_device(name: str | torch.device | None = "auto") -> torch.device:
     """The ``torch.device`` for ``--device name``; a clear error for a device this machine does not have."""
-    text = (name or "auto").strip().lower()
+    text = str(name or "auto").strip().lower()
     if text == "auto":
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     try:

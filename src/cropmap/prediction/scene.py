@@ -303,7 +303,7 @@ def predict_scene(run: Path | str, imagery: Path | str, out: Path | str, *, parc
     # clouds are masked as in training (the checkpoint's preprocessing record), or the scene is refused
     keep = ckpt.record.check_scene(stack, imagery, keep_scl)
     gdf = read_scene_parcels(parcels, stack, imagery) if parcels is not None else None
-    dev = device if isinstance(device, torch.device) else inference_device(device)
+    dev = inference_device(device)
     predictor = (FoldScenePredictor(fold_run, stack, keep, gdf, dev) if fold_run
                  else ScenePredictor(ckpt, stack, keep, dev))
     k, names = predictor.num_classes, list(ckpt.class_table.names)

@@ -93,8 +93,7 @@ def predict_tiles(run: Path | str, imageries: list[Path | str], out_dir: Path | 
 
 def predict_tile(run: Path, imagery: Path, out: Path, *, parcels, confidence: bool, probabilities: bool,
                  quicklook: bool, window: int | None, overlap: int | None, keep_scl, overwrite: bool,
-                 show_progress: bool,
-                 uncertainty: bool = False, until: str | None = None,
+                 show_progress: bool, uncertainty: bool = False, until: str | None = None,
                  device: str = "auto") -> tuple[TileResult, ParcelStats | None]:
     """One tile; a finished tile (its map, and its parcel stats when asked) is read back, not redone."""
     start = time.perf_counter()

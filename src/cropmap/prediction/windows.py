@@ -102,7 +102,7 @@ those that declare their ``receptive_radius`` in pixels (the random forest)."""
 # the planner's largest window side. Memory grows with a window's area (its inputs, T x 4 bands in float32, twice
 # with the read-ahead; the U-Net's activations; the band of rows being blended) while the model's px/s does not
 # change with it (512-1024 px within 5 %); benchmarks/predict_large.py --size 2048, T = 36, 14 classes, 2 cores:
-# peak RSS 1.91 GB with 720 px windows, 2.93 GB with 1024 px ones. 768 keeps a margin under 3 GB for models
+# peak RSS 1.71-1.91 GB with 720 px windows, 2.93 GB with 1024 px ones. 768 keeps a margin under 3 GB for models
 # with more classes, and computes at most ~4 % more than 1024 on a whole tile (1.16 x the pixels against 1.12 x).
 MAX_WINDOW = 768
 # models that see the whole window (global context, e.g. U-TAE) are blended, never exact: their geometry is the
