@@ -16,7 +16,7 @@ from cropmap.config import BuildConfig
 from cropmap.dataset.build import build_dataset
 from cropmap.errors import CropmapError
 from cropmap.prediction.scene import predict_map
-from cropmap.sources.imagery import open_imagery
+from cropmap.sources.imagery import DatesUpTo, open_imagery
 from cropmap.sources.zarr_cube import write_cube
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared/data/realdata/be-lpis-2018-patch"
@@ -78,6 +78,46 @@ def test_reads_the_same_pixels_in_any_window(formats, kind):
     full = other.read(1)[0]
     assert full.shape == (4, ref.height, ref.width)
     np.testing.assert_array_equal(full, ref.read(1)[0])
+
+
+@pytest.mark.parametrize("kind", ["folder", "zarr", "netcdf", "south-up netcdf", "zarr up to a date"])
+def test_several_dates_read_at_once_are_the_dates_read_one_by_one(formats, tmp_path, kind):
+    ref = open_imagery(formats["folder"])
+    if kind == "south-up netcdf":
+        stack = open_imagery(_netcdf(ref, tmp_path / "flip.nc", south_up=True))
+    elif kind == "zarr up to a date":
+        stack = DatesUpTo(open_imagery(formats["zarr"]), ref.dates[-2])
+    else:
+        stack = open_imagery(formats[kind])
+    win = Window(13, 7, 50, 21)
+    for indices in ([0, 1, 2], [len(stack) - 1, 0, 2], [1]):  # a run of dates, a gather out of order, one date
+        got = stack.read_steps(indices, win)
+        assert len(got) == len(indices)
+        for i, (dn, scl) in zip(indices, got):
+            want_dn, want_scl = ref.read(i, win)
+            assert dn.dtype == np.uint16 and dn.flags.c_contiguous and scl.flags.c_contiguous
+            np.testing.assert_array_equal(dn, want_dn)
+            np.testing.assert_array_equal(scl, want_scl)
+
+
+def test_a_valid_mask_in_a_cube_zeroes_the_dates_read_at_once(tmp_path):
+    dims = ("time", "y", "x")
+    dn = np.arange(1, 3 * 4 * 5 * 6 + 1, dtype=np.uint16).reshape(3, 4, 5, 6)
+    valid = np.ones((3, 5, 6), bool)
+    valid[1, 2, 3] = valid[2, 0, :] = False
+    ds = xr.Dataset({"dn": (("time", "band", "y", "x"), dn), "valid": (dims, valid)},
+                    coords={"time": np.array(["2023-05-01", "2023-05-11", "2023-05-21"], dtype="datetime64[ns]"),
+                            "band": ["B2", "B3", "B4", "B8"], "y": 5170005.0 - 10.0 * np.arange(5),
+                            "x": 700005.0 + 10.0 * np.arange(6)},
+                    attrs={"crs": "EPSG:32630"})
+    ds.to_zarr(tmp_path / "valid.zarr", zarr_format=2, consolidated=True)
+    stack = open_imagery(tmp_path / "valid.zarr")
+    got = stack.read_steps([0, 1, 2])
+    for i, (d, scl) in enumerate(got):
+        want = np.where(valid[i], dn[i], 0)
+        np.testing.assert_array_equal(d, want)
+        np.testing.assert_array_equal(stack.read(i)[0], want)
+        assert scl is None
 
 
 def test_south_up_netcdf_is_read_north_up(formats, tmp_path):

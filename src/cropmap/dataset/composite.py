@@ -8,7 +8,7 @@ that the model and the user know which values were seen and which were filled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from rasterio.windows import Window
@@ -50,7 +50,7 @@ def valid_mask(dn: np.ndarray, scl: np.ndarray | None, keep_scl: Sequence[int] =
 def composite_stack(stack: SceneStack, grid: TimeGrid, *, window: Window | None = None,
                     keep_scl: Sequence[int] = DEFAULT_KEEP_SCL,
                     progress: Callable[[int], None] | None = None) -> Composite:
-    """Composite ``stack`` (optionally one window of it) onto ``grid``; reads one step's dates at a time."""
+    """Composite ``stack`` (optionally one window of it) onto ``grid``; reads a batch of dates at a time."""
     h = stack.height if window is None else int(window.height)
     w = stack.width if window is None else int(window.width)
     values = np.full((grid.steps, 4, h, w), np.nan, dtype=np.float32)
@@ -64,11 +64,13 @@ def composite_stack(stack: SceneStack, grid: TimeGrid, *, window: Window | None 
         raise CropmapError(
             f"{stack.files[0].parent}: no acquisition falls in the time grid {grid.start} + {grid.steps} x {grid.period_days} days"
         )
-    for t, idx in sorted(by_step.items()):
+    steps = sorted(by_step.items())
+    reads = _read_dates(stack, [i for _, idx in steps for i in idx], window, h * w)
+    for t, idx in steps:
         # one date: read straight into its step (values is NaN until written)
         obs = values[t][None] if len(idx) == 1 else np.full((len(idx), 4, h, w), np.nan, dtype=np.float32)
-        for k, i in enumerate(idx):
-            dn, scl = stack.read(i, window)
+        for k in range(len(idx)):
+            dn, scl = next(reads)
             # one pass, no index arrays: a boolean-indexed copy was the largest cost of compositing a window
             np.copyto(obs[k], dn, where=valid_mask(dn, scl, keep_scl))
         if len(idx) == 1:
@@ -80,6 +82,19 @@ def composite_stack(stack: SceneStack, grid: TimeGrid, *, window: Window | None 
     _check_values(values, stack)
     fill_gaps(values, observed)
     return Composite(values, observed)
+
+
+# DN and SCL read at once (a batch of dates): the few dates a window's reads are grouped in, while a batch stays
+# a small part of the window's composite (T x 4 float32 values; 8 dates of 720 x 720 px are 41 MB)
+READ_BATCH_DATES = 8
+READ_BATCH_BYTES = 64 * 2**20
+
+
+def _read_dates(stack: SceneStack, indices: list[int], window: Window | None, pixels: int) -> Iterator[tuple]:
+    """``stack.read(i, window)`` for each of ``indices`` in order, read a batch of dates at a time."""
+    batch = int(max(1, min(READ_BATCH_DATES, READ_BATCH_BYTES // (pixels * 5 * 2))))  # 4 bands + SCL, 2 bytes
+    for start in range(0, len(indices), batch):
+        yield from stack.read_steps(indices[start : start + batch], window)
 
 
 def composite_arrays(dn: np.ndarray, valid: np.ndarray, steps: np.ndarray, n_steps: int) -> Composite:

@@ -11,6 +11,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -55,6 +56,12 @@ class GridStack:
 
     def __len__(self) -> int:
         return len(self.dates)
+
+    def read_steps(self, indices: Sequence[int], window: Window | None = None
+                   ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """``read(i, window)`` for each of ``indices``; stores that read several dates at once for less (a Zarr cube)
+        override it."""
+        return [self.read(i, window) for i in indices]
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:

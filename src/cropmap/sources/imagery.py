@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 from affine import Affine
@@ -45,6 +45,11 @@ class ImageryStack(Protocol):
 
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """``([4, h, w] uint16 DN = reflectance x 10000, 0 = nodata; [h, w] SCL or None)``."""
+        ...
+
+    def read_steps(self, indices: Sequence[int], window: Window | None = None
+                   ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """``read(i, window)`` for each of ``indices``, in as few reads of the store as it can."""
         ...
 
 
@@ -87,6 +92,10 @@ class DatesUpTo:
 
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         return self._stack.read(self._keep[i], window)
+
+    def read_steps(self, indices: Sequence[int], window: Window | None = None
+                   ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        return self._stack.read_steps([self._keep[i] for i in indices], window)
 
 
 def parse_date(text: str | dt.date | None, what: str = "--until") -> dt.date | None:
