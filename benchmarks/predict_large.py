@@ -3,14 +3,18 @@ when the area doubles.
 
     python benchmarks/predict_large.py                 # 4096 x 4096 px, T = 36, then 4096 x 8192 and 8192 x 4096
     python benchmarks/predict_large.py --size 2048     # quicker
+    python benchmarks/predict_large.py --size 2048 --imagery zarr   # from a Zarr cube, as fetch-imagery writes
 
 The scene is written once per size under --workdir (36 per-date GeoTIFFs, B2 B3 B4 B8 SCL, fields of
 random crop curves with cloud patches); the model is the default seed configuration with random weights
 (speed and memory do not depend on the weights). Each prediction runs in its own process, and its
 peak RSS is read before the model-only figure holds its windows' inputs. "model px/s" is the model
 alone on six windows of the size the prediction used, composited beforehand, and "share" end-to-end
-px/s (scene pixels) over it; "window" is window/overlap in px, planned per model and scene unless
---window/--overlap are given; the doubled areas keep the base scene's windows.
+px/s (scene pixels) over it: the windows' overlaps count against it. "in model" is the part of the
+prediction's time spent in the model's calls (every window, overlaps included): the rest is reading,
+compositing, blending and writing. "window" is window/overlap in px, planned per model and scene unless
+--window/--overlap are given; the doubled areas keep the base scene's windows. ``--imagery zarr``
+predicts from the scene copied into the Zarr cube that ``fetch-imagery`` writes.
 """
 
 from __future__ import annotations
@@ -67,6 +71,27 @@ def write_scene(folder: Path, height: int, width: int, dates: int, seed: int = 0
     return folder
 
 
+def write_cube_copy(folder: Path) -> Path:
+    """The scene of ``folder`` as the Zarr cube ``fetch-imagery`` writes (512 px chunks, one per date and band set)."""
+    from cropmap.sources.imagery import open_imagery
+    from cropmap.sources.zarr_cube import write_cube
+
+    cube = folder.with_suffix(".zarr")
+    marker = folder.with_suffix(".zarr.done")
+    if marker.exists():
+        return cube
+    stack = open_imagery(folder)
+
+    def read(i, window):
+        dn, scl = stack.read(i, window)
+        return dn, scl.astype(np.uint8)
+
+    write_cube(cube, stack.dates, read, crs=stack.crs, transform=stack.transform, width=stack.width,
+               height=stack.height, workers=2)
+    marker.touch()
+    return cube
+
+
 def write_checkpoint(run: Path, num_classes: int = 13) -> Path:
     import torch
 
@@ -88,14 +113,27 @@ def write_checkpoint(run: Path, num_classes: int = 13) -> Path:
 
 def child(run: str, imagery: str, out: str, window: int | None, overlap: int | None, device: str) -> None:
     from cropmap.prediction import predict_map
+    from cropmap.prediction.scene import ScenePredictor
     from cropmap.runtime import tune_allocator
 
     tune_allocator()
+    in_model = [0.0]  # seconds the prediction spent in the model's calls (every window, overlaps included)
+    probabilities = ScenePredictor.probabilities
+
+    def timed(self, x):
+        t0 = time.perf_counter()
+        try:
+            return probabilities(self, x)
+        finally:
+            in_model[0] += time.perf_counter() - t0
+
+    ScenePredictor.probabilities = timed
     s = predict_map(run, imagery, out, window=window, overlap=overlap, quicklook=False, overwrite=True, device=device)
+    ScenePredictor.probabilities = probabilities
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # the prediction's, before model_only's inputs
     window, overlap, _ = s.windows_px  # as planned when not given: the model-only figure uses the same windows
     print(json.dumps({"pixels": s.pixels, "seconds": s.seconds, "window": window, "overlap": overlap,
-                      "peak_rss_gb": rss, **model_only(run, imagery, window, device)}))
+                      "peak_rss_gb": rss, "in_model_s": in_model[0], **model_only(run, imagery, window, device)}))
 
 
 def model_only(run: str, imagery: str, window: int, device: str = "auto", n: int = 6) -> dict:
@@ -142,18 +180,23 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=None, help="window side (default: planned per model and scene)")
     ap.add_argument("--overlap", type=int, default=None, help="window overlap (default: planned)")
     ap.add_argument("--device", default="auto", help="where the model runs (predict --device)")
+    ap.add_argument("--imagery", choices=("geotiff", "zarr"), default="geotiff",
+                    help="the scene as per-date GeoTIFFs, or as the Zarr cube fetch-imagery writes")
     ap.add_argument("--workdir", type=Path, default=Path("bench-work"))
     ap.add_argument("--no-double", action="store_true", help="only the base size")
     a = ap.parse_args()
     n = a.size
     shapes = [(n, n)] + ([] if a.no_double else [(2 * n, n), (n, 2 * n)])  # (height, width)
     run = write_checkpoint(a.workdir / "run")
+    print(f"{a.imagery} imagery")
     print(f"{'scene (h x w)':>14} {'T':>3} {'Mpx':>7} {'seconds':>8} {'px/s':>8} {'model px/s':>10} {'share':>6} "
-          f"{'peak RSS GB':>11} {'window':>11}")
+          f"{'in model':>8} {'peak RSS GB':>11} {'window':>11}")
     base_rss, base_geometry = None, None
     for h, w in shapes:
         t0 = time.perf_counter()
         img = write_scene(a.workdir / f"scene_{h}x{w}", h, w, a.dates)
+        if a.imagery == "zarr":
+            img = write_cube_copy(img)
         gen = time.perf_counter() - t0
         # the doubled areas keep the base scene's windows: their memory is then compared at one geometry (the
         # planner would pick slightly different windows for them, and memory follows the window's area)
@@ -167,6 +210,7 @@ def main() -> None:
         geometry = f"{r['window']}/{r['overlap']}"
         print(f"{f'{h} x {w}':>14} {a.dates:>3} {h * w / 1e6:>7.1f} {r['seconds']:>8.0f} "
               f"{e2e:>8,.0f} {r['model_px_per_s']:>10,.0f} {e2e / r['model_px_per_s']:>6.0%} "
+              f"{r['in_model_s'] / r['seconds']:>8.0%} "
               f"{rss:>11.2f} {geometry:>11}{growth}   (scene written in {gen:.0f} s)", flush=True)
 
 
